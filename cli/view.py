@@ -1,0 +1,153 @@
+"""What a person sees while a run streams: the answer as it is written, and each tool live.
+
+``TurnView`` folds ``AgentEvent``s into a rich renderable (a row per tool call with its
+arguments, a progress bar, elapsed time and ETA; the answer text below). ``PlainView`` prints
+the same events as lines, for pipes and logs where a live screen would be noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import TextIO
+
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from graph.events import AgentEvent
+
+
+@dataclass
+class ToolRow:
+    name: str
+    args: object
+    state: str = "queued"
+    fraction: float | None = None
+    message: str = ""
+    started: float | None = None
+    elapsed_s: float | None = None
+    eta_s: float | None = None
+    error: str | None = None
+
+    def elapsed(self) -> float | None:
+        if self.elapsed_s is not None:
+            return self.elapsed_s
+        return None if self.started is None else perf_counter() - self.started
+
+
+@dataclass
+class TurnView:
+    """The run so far, in the order things happened: text blocks and tool tables."""
+
+    blocks: list[Text | dict[str, ToolRow]] = field(default_factory=list)
+    rows: dict[str, ToolRow] = field(default_factory=dict)
+    status: str | None = None
+
+    def handle(self, event: AgentEvent) -> None:
+        if event.type == "content":
+            self._text().append(event.text or "")
+        elif event.type == "tool_call":
+            row = ToolRow(event.name or "?", event.args)
+            self.rows[event.tool_call_id or ""] = row
+            self._tools()[event.tool_call_id or ""] = row
+        elif event.tool_call_id in self.rows:
+            self._update(self.rows[event.tool_call_id], event)
+        elif event.type == "run_end":
+            self.status = event.status
+
+    def _update(self, row: ToolRow, event: AgentEvent) -> None:
+        if event.type == "tool_start":
+            row.state, row.started, row.eta_s = "running", perf_counter(), event.eta_s
+        elif event.type == "tool_progress":
+            row.fraction, row.message, row.eta_s = event.progress, event.message or "", event.eta_s
+        elif event.type == "tool_complete":
+            row.state, row.elapsed_s, row.fraction, row.eta_s = "done", event.elapsed_s, 1.0, None
+        elif event.type == "tool_error":
+            row.state, row.elapsed_s, row.error, row.eta_s = "error", event.elapsed_s, event.error, None
+
+    def _text(self) -> Text:
+        if not self.blocks or not isinstance(self.blocks[-1], Text):
+            self.blocks.append(Text())
+        return self.blocks[-1]
+
+    def _tools(self) -> dict[str, ToolRow]:
+        if not self.blocks or not isinstance(self.blocks[-1], dict):
+            self.blocks.append({})
+        return self.blocks[-1]
+
+    def __rich__(self) -> RenderableType:
+        return Group(*(b if isinstance(b, Text) else tool_table(b) for b in self.blocks))
+
+
+def tool_table(rows: dict[str, ToolRow]) -> Table:
+    table = Table.grid(padding=(0, 1))
+    for row in rows.values():
+        table.add_row(
+            status_mark(row),
+            Text(call_label(row), style="bold"),
+            ProgressBar(total=1.0, completed=row.fraction or 0.0, width=24, pulse=row.fraction is None and row.state == "running"),
+            Text(percent(row.fraction)),
+            Text(seconds(row.elapsed()), style="cyan"),
+            Text(f"eta {seconds(row.eta_s)}" if row.eta_s is not None else "", style="dim"),
+            Text(row.error or row.message, style="red" if row.error else "dim", overflow="ellipsis", no_wrap=True),
+        )
+    return table
+
+
+def status_mark(row: ToolRow) -> RenderableType:
+    if row.state == "running":
+        return Spinner("dots", style="yellow")
+    return {"done": Text("✓", style="green"), "error": Text("✗", style="red")}.get(row.state, Text("·", style="dim"))
+
+
+def call_label(row: ToolRow, limit: int = 48) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in row.args.items()) if isinstance(row.args, dict) else str(row.args)
+    label = f"{row.name}({args})"
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def percent(fraction: float | None) -> str:
+    return "" if fraction is None else f"{fraction:4.0%}"
+
+
+def seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}s"
+
+
+@dataclass
+class PlainView:
+    """The events as plain lines: text as it streams, one line per tool event."""
+
+    out: TextIO
+    status: str | None = None
+    _mid_line: bool = False
+
+    def handle(self, event: AgentEvent) -> None:
+        if event.type == "content":
+            self.out.write(event.text or "")
+            self._mid_line = not (event.text or "").endswith("\n")
+        elif line := self._line(event):
+            if self._mid_line:
+                self.out.write("\n")
+                self._mid_line = False
+            self.out.write(line + "\n")
+        if event.type == "run_end":
+            self.status = event.status
+        self.out.flush()
+
+    def _line(self, event: AgentEvent) -> str | None:
+        name = event.name
+        if event.type == "tool_start":
+            return f"[{name}] started {event.args}"
+        if event.type == "tool_progress":
+            return f"[{name}] {percent(event.progress).strip()} {event.message}".rstrip()
+        if event.type == "tool_complete":
+            return f"[{name}] done in {seconds(event.elapsed_s)}{' (cached)' if event.cached else ''}"
+        if event.type == "tool_error":
+            return f"[{name}] failed after {seconds(event.elapsed_s)}: {event.error}"
+        if event.type == "run_end":
+            return "" if event.status == "done" else f"(run ended: {event.status})"
+        return None

@@ -1,0 +1,86 @@
+"""The agent: a model node and a tool node, one ``Send`` per tool call.
+
+    graph = build_graph(checkpointer=saver)          # embed it
+    async for event in stream(graph, {"messages": [("user", "17*23?")]}, config): ...
+
+When the model asks for several tools, each call becomes its own task in one superstep, so
+they run in parallel (at most ``max_concurrency`` at once), and each result is streamed and
+checkpointed the moment its tool finishes. ``graph`` (for ``langgraph.json``) is compiled
+without a checkpointer: the LangGraph platform brings its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cache
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.tools import BaseTool
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Send
+
+from graph.models import chat_model
+from graph.settings import Settings
+from graph.state import AgentState
+from nodes.llm import make_llm_node
+from nodes.tool_calls import ToolCallWrapper, make_tool_node
+from tools.registry import adapt_all, builtin_tools
+
+LLM = "llm"
+TOOLS = "tools"
+
+
+def route_tool_calls(state: AgentState) -> list[Send] | Literal["llm", "__end__"]:
+    """Fan out the model's pending tool calls, one task each; end when it asked for none."""
+    messages = state["messages"]
+    answer = next(m for m in reversed(messages) if isinstance(m, AIMessage))
+    answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
+    pending = [call for call in answer.tool_calls if call["id"] not in answered]
+    if pending:
+        return [Send(TOOLS, [call]) for call in pending]
+    if answer.tool_calls or answer.invalid_tool_calls:
+        return LLM
+    return END
+
+
+def build_graph(
+    model: BaseChatModel | None = None,
+    tools: Sequence[BaseTool | Callable[..., Any]] | None = None,
+    checkpointer: BaseCheckpointSaver | None = None,
+    settings: Settings | None = None,
+    *,
+    tool_wrappers: Sequence[ToolCallWrapper] = (),
+) -> CompiledStateGraph:
+    settings = settings or Settings()
+    model = model or chat_model(settings)
+    tools = adapt_all(builtin_tools() if tools is None else tools)
+
+    builder = StateGraph(AgentState)
+    builder.add_node(
+        LLM,
+        make_llm_node(
+            model, tools, max_steps=settings.max_steps, system_prompt=settings.system_prompt
+        ),
+    )
+    builder.add_node(TOOLS, make_tool_node(tools, tool_wrappers))
+    builder.add_edge(START, LLM)
+    builder.add_conditional_edges(LLM, route_tool_calls, [TOOLS, LLM, END])
+    builder.add_edge(TOOLS, LLM)
+    compiled = builder.compile(checkpointer=checkpointer, name="agent-ng")
+    return compiled.with_config(max_concurrency=settings.max_concurrency)
+
+
+@cache
+def _platform_graph() -> CompiledStateGraph:
+    return build_graph()
+
+
+def __getattr__(name: str) -> Any:
+    """``graph``, built on first use so importing this module has no side effects."""
+    if name == "graph":
+        return _platform_graph()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,58 @@
+"""Checkpointers from one URL (``AGENT_CHECKPOINT_URL``).
+
+    async with open_checkpointer("sqlite:///agent.db") as saver:
+        graph = build_graph(checkpointer=saver)
+
+``memory://`` keeps threads in the process (tests), ``sqlite:///path.db`` in a file (the
+default: embedded, survives restarts; ``sqlite:////abs/path.db`` for an absolute path),
+``postgresql://...`` in PostgreSQL when several replicas share threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+
+
+@asynccontextmanager
+async def open_checkpointer(url: str) -> AsyncIterator[BaseCheckpointSaver]:
+    scheme, _, rest = url.partition("://")
+    if scheme == "memory":
+        yield InMemorySaver()
+    elif scheme == "sqlite":
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        path = sqlite_path(url)
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        async with AsyncSqliteSaver.from_conn_string(path) as saver:
+            await saver.setup()
+            yield saver
+    elif scheme in ("postgresql", "postgres"):
+        try:
+            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        except ImportError as e:
+            raise RuntimeError(
+                "a postgresql:// checkpoint URL needs the postgres extra: "
+                "pip install 'agent-ng[postgres]'"
+            ) from e
+        async with AsyncPostgresSaver.from_conn_string(url) as saver:
+            await saver.setup()
+            yield saver
+    else:
+        raise ValueError(
+            f"unsupported checkpoint URL {url!r}: use memory://, sqlite:///path.db "
+            "or postgresql://user@host/db"
+        )
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs.db`` -> ``/abs.db`` (SQLAlchemy's form)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ValueError(f"a SQLite checkpoint URL looks like sqlite:///path.db, got {url!r}")
+    return url[len(prefix):]

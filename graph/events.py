@@ -1,0 +1,207 @@
+"""The one adapter from LangGraph's stream to ``AgentEvent``s; every consumer reads these.
+
+    async for event in stream(graph, {"messages": [("user", "17*23?")]}, config):
+        print(event.type, event.to_dict())
+
+Built on ``graph.astream(stream_mode=["messages", "custom", "updates"])``:
+
+- ``messages`` gives the model's chunks as it makes them -> ``content`` (from the ``llm``
+  node only; tool results travel in that mode too and are not content);
+- ``custom`` carries what the tool-call wrapper and ``progress.report`` write ->
+  ``tool_start``, ``tool_progress``, ``tool_result``, ``tool_complete``, ``tool_error``;
+- ``updates`` gives each finished model turn -> ``tool_call`` (arguments complete) and usage,
+  and LangGraph's ``__interrupt__`` -> ``interrupt``.
+
+Every tool call yields ``tool_call``, then (once it runs) ``tool_start`` and any
+``tool_progress``, then ``tool_result`` and one of ``tool_complete`` / ``tool_error``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage, convert_to_messages
+from langchain_core.runnables import RunnableConfig
+from langgraph.pregel import Pregel
+from langgraph.types import Command
+
+from nodes.llm import STEP_LIMIT_REASON
+from nodes.tool_calls import preview
+from tools.progress import EVENT_KEY
+
+EventType = Literal[
+    "run_start",
+    "content",
+    "tool_call",
+    "tool_start",
+    "tool_progress",
+    "tool_result",
+    "tool_complete",
+    "tool_error",
+    "interrupt",
+    "run_end",
+]
+RunStatus = Literal["done", "max_steps", "interrupted", "cancelled", "error"]
+
+LLM_NODE = "llm"
+STREAM_MODES = ["messages", "custom", "updates"]
+
+FIELDS: dict[str, tuple[str, ...]] = {
+    "run_start": ("input",),
+    "content": ("text", "node"),
+    "tool_call": ("tool_call_id", "name", "args"),
+    "tool_start": ("tool_call_id", "name", "args", "eta_s", "cached"),
+    "tool_progress": ("tool_call_id", "name", "progress", "message", "elapsed_s", "eta_s"),
+    "tool_result": ("tool_call_id", "name", "content", "status"),
+    "tool_complete": ("tool_call_id", "name", "elapsed_s", "cached"),
+    "tool_error": ("tool_call_id", "name", "error", "elapsed_s"),
+    "interrupt": ("value",),
+    "run_end": ("status", "usage", "error"),
+}
+"""What each event type carries besides ``type``, ``run_id``, ``thread_id`` and ``t``."""
+
+
+@dataclass(slots=True)
+class AgentEvent:
+    type: EventType
+    run_id: str
+    thread_id: str | None
+    t: float
+    """Seconds since the run started."""
+    input: str | None = None
+    text: str | None = None
+    node: str | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+    args: Any = None
+    eta_s: float | None = None
+    cached: bool | None = None
+    progress: float | None = None
+    message: str | None = None
+    elapsed_s: float | None = None
+    content: str | None = None
+    status: str | None = None
+    error: str | None = None
+    value: Any = None
+    usage: dict[str, int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as JSON-ready data: the common fields and those of its type."""
+        data = {"type": self.type, "run_id": self.run_id, "thread_id": self.thread_id, "t": self.t}
+        for name in FIELDS[self.type]:
+            data[name] = getattr(self, name)
+        return data
+
+
+@dataclass(slots=True)
+class _Run:
+    """One run's identity, clock and tallies while its stream is translated."""
+
+    run_id: str
+    thread_id: str | None
+    started: float = field(default_factory=perf_counter)
+    status: RunStatus = "done"
+    usage: dict[str, int] = field(
+        default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    )
+
+    def event(self, type: EventType, **fields: Any) -> AgentEvent:
+        return AgentEvent(type, self.run_id, self.thread_id, perf_counter() - self.started, **fields)
+
+    def translate(self, mode: str, chunk: Any) -> list[AgentEvent]:
+        if mode == "messages":
+            return self._from_message(*chunk)
+        if mode == "custom":
+            return self._from_custom(chunk)
+        return self._from_updates(chunk)
+
+    def _from_message(self, message: BaseMessage, metadata: dict[str, Any]) -> list[AgentEvent]:
+        node = metadata.get("langgraph_node")
+        if node != LLM_NODE or not isinstance(message, AIMessage):
+            return []
+        text = message.text
+        return [self.event("content", text=text, node=node)] if text else []
+
+    def _from_custom(self, chunk: Any) -> list[AgentEvent]:
+        if not isinstance(chunk, dict) or EVENT_KEY not in chunk:
+            return []
+        fields = {k: v for k, v in chunk.items() if k != EVENT_KEY}
+        return [self.event(chunk[EVENT_KEY], **fields)]
+
+    def _from_updates(self, chunk: dict[str, Any]) -> list[AgentEvent]:
+        events: list[AgentEvent] = []
+        for node, update in chunk.items():
+            if node == "__interrupt__":
+                self.status = "interrupted"
+                events += [self.event("interrupt", value=i.value) for i in update]
+            elif node == LLM_NODE and update:
+                events += self._from_model_turn(update["messages"])
+        return events
+
+    def _from_model_turn(self, messages: list[BaseMessage]) -> list[AgentEvent]:
+        events: list[AgentEvent] = []
+        for message in messages:
+            if isinstance(message, AIMessage):
+                self._add_usage(message)
+                if message.response_metadata.get("finish_reason") == STEP_LIMIT_REASON:
+                    self.status = "max_steps"
+                events += [
+                    self.event("tool_call", tool_call_id=c["id"], name=c["name"], args=c["args"])
+                    for c in [*message.tool_calls, *message.invalid_tool_calls]
+                ]
+            elif isinstance(message, ToolMessage):
+                ids = {"tool_call_id": message.tool_call_id, "name": message.name}
+                events.append(
+                    self.event("tool_result", **ids, content=preview(message.text), status="error")
+                )
+                events.append(self.event("tool_error", **ids, error=message.text, elapsed_s=0.0))
+        return events
+
+    def _add_usage(self, message: AIMessage) -> None:
+        if usage := message.usage_metadata:
+            for key in self.usage:
+                self.usage[key] += usage.get(key, 0)
+
+
+async def stream(
+    graph: Pregel,
+    input: Any,
+    config: RunnableConfig | None = None,
+    **kwargs: Any,
+) -> AsyncIterator[AgentEvent]:
+    """Run ``graph`` and yield its ``AgentEvent``s, from ``run_start`` to ``run_end``.
+
+    ``input=None`` continues the thread from its checkpoint (LangGraph's convention), as does a
+    ``Command(resume=...)``. Extra keyword arguments go to ``graph.astream`` (``context``,
+    ``durability``...). A graph error yields ``run_end`` with ``status="error"`` and is then
+    raised.
+    """
+    config = {**(config or {})}
+    config.setdefault("run_id", uuid.uuid4())
+    thread_id = config.get("configurable", {}).get("thread_id")
+    run = _Run(str(config["run_id"]), thread_id)
+    yield run.event("run_start", input=summarize(input))
+    try:
+        async for mode, chunk in graph.astream(input, config, stream_mode=STREAM_MODES, **kwargs):
+            for event in run.translate(mode, chunk):
+                yield event
+    except Exception as e:
+        yield run.event("run_end", status="error", usage=run.usage, error=f"{type(e).__name__}: {e}")
+        raise
+    yield run.event("run_end", status=run.status, usage=run.usage)
+
+
+def summarize(input: Any, limit: int = 200) -> str | None:
+    """A short, readable form of the run's input for ``run_start``."""
+    if input is None:
+        return None
+    if isinstance(input, Command):
+        return f"resume: {input.resume!r}"[:limit]
+    messages = input.get("messages") if isinstance(input, dict) else None
+    if messages:
+        return convert_to_messages(messages[-1:])[0].text[:limit]
+    return repr(input)[:limit]

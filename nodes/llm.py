@@ -1,0 +1,96 @@
+"""The model call: streams the answer token by token and asks for tools.
+
+The node consumes ``model.astream`` so LangGraph's messages mode forwards each chunk the moment
+the model makes it; the chunks are merged once at the end into the message that is stored.
+It also keeps two promises the graph relies on:
+
+- a turn stops after ``max_steps`` model calls with a plain answer saying so, instead of
+  raising ``GraphRecursionError``;
+- a tool call whose arguments the model garbled (``invalid_tool_calls``) gets an error
+  ``ToolMessage`` at once, so the history stays valid and the model can try again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    AnyMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.messages.ai import add_ai_message_chunks
+from langchain_core.messages.utils import message_chunk_to_message
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+
+from graph.state import AgentState
+
+STEP_LIMIT_REASON = "max_steps"
+
+
+def make_llm_node(
+    model: BaseChatModel,
+    tools: Sequence[BaseTool],
+    *,
+    max_steps: int,
+    system_prompt: str | None = None,
+):
+    bound = model.bind_tools(tools) if tools else model
+    system = [SystemMessage(system_prompt)] if system_prompt else []
+
+    async def llm(state: AgentState, config: RunnableConfig) -> dict[str, list[AnyMessage]]:
+        messages = state["messages"]
+        if model_turns(messages) >= max_steps:
+            return {"messages": [step_limit_answer(max_steps)]}
+        chunks = [chunk async for chunk in bound.astream([*system, *messages], config)]
+        answer = merge(chunks)
+        return {"messages": [answer, *invalid_call_errors(answer)]}
+
+    return llm
+
+
+def model_turns(messages: Sequence[AnyMessage]) -> int:
+    """Model answers since the user last spoke: the steps taken in this turn."""
+    turns = 0
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            break
+        turns += isinstance(message, AIMessage)
+    return turns
+
+
+def merge(chunks: list[AIMessageChunk]) -> AIMessage:
+    """One message from the streamed chunks, merged once (linear, unlike summing as they come)."""
+    if not chunks:
+        return AIMessage(content="")
+    return message_chunk_to_message(add_ai_message_chunks(*chunks))
+
+
+def step_limit_answer(max_steps: int) -> AIMessage:
+    return AIMessage(
+        content=(
+            f"I stopped here because this request reached the limit of {max_steps} model "
+            "steps before it was finished. Ask me to continue, or narrow the request."
+        ),
+        response_metadata={"finish_reason": STEP_LIMIT_REASON},
+    )
+
+
+def invalid_call_errors(answer: AIMessage) -> list[ToolMessage]:
+    return [
+        ToolMessage(
+            content=(
+                f"Error: the arguments of this {call['name']} call are not valid JSON "
+                f"({call.get('error') or 'could not parse'}): {call.get('args')!r}. "
+                "Call the tool again with a JSON object of arguments."
+            ),
+            tool_call_id=call["id"] or "",
+            name=call["name"] or "unknown",
+            status="error",
+        )
+        for call in answer.invalid_tool_calls
+    ]

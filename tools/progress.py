@@ -1,0 +1,105 @@
+"""Progress reporting for tool authors.
+
+A tool calls ``progress.report(fraction, message)`` while it works. The report goes to
+LangGraph's custom stream (the same writer ``get_stream_writer`` returns), tagged with the
+id of the tool call that is running, so parallel calls of the same tool stay apart and the
+reports also show in ``langgraph dev``.
+
+    from tools import progress
+
+    @tool
+    def crunch(n: int) -> int:
+        for i in range(n):
+            ...
+            progress.report((i + 1) / n, f"chunk {i + 1} of {n}")
+
+Outside a graph run (a plain ``tool.invoke``) ``report`` does nothing, so tools stay
+testable on their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+EVENT_KEY = "agent_ng"
+"""Key that marks our own records in LangGraph's custom stream; its value is the event type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What an async-generator tool yields to report progress (see ``tools.registry``)."""
+
+    fraction: float | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallScope:
+    """The tool call that is running in this context, and where its reports go."""
+
+    tool_call_id: str
+    name: str
+    started: float
+    write: Callable[[dict[str, Any]], None]
+
+    def elapsed(self) -> float:
+        return perf_counter() - self.started
+
+    def emit(self, event: str, **fields: Any) -> None:
+        self.write(
+            {EVENT_KEY: event, "tool_call_id": self.tool_call_id, "name": self.name, **fields}
+        )
+
+
+_current: ContextVar[ToolCallScope | None] = ContextVar("agent_ng_tool_call", default=None)
+
+
+@contextmanager
+def tool_call_scope(
+    tool_call_id: str, name: str, write: Callable[[dict[str, Any]], None]
+) -> Iterator[ToolCallScope]:
+    """Mark the code inside as running tool call ``tool_call_id``.
+
+    Set by the tool-call wrapper around each execution; context variables follow the call
+    into async tools and into the worker thread of sync tools.
+    """
+    scope = ToolCallScope(tool_call_id, name, perf_counter(), write)
+    token = _current.set(scope)
+    try:
+        yield scope
+    finally:
+        _current.reset(token)
+
+
+def current() -> ToolCallScope | None:
+    """The running tool call, or None outside one."""
+    return _current.get()
+
+
+def remaining_s(fraction: float | None, elapsed_s: float) -> float | None:
+    """Time left if the rest goes as fast as what is done: elapsed * (1 - f) / f."""
+    if fraction is None or fraction <= 0:
+        return None
+    return elapsed_s * (1 - fraction) / fraction
+
+
+def report(fraction: float | None = None, message: str = "") -> None:
+    """Report how far the running tool is: ``fraction`` in [0, 1] (None if unknown)."""
+    if fraction is not None and not 0 <= fraction <= 1:
+        raise ValueError(f"progress fraction must be between 0 and 1, got {fraction!r}")
+    scope = _current.get()
+    if scope is None:
+        return
+    elapsed = scope.elapsed()
+    scope.emit(
+        "tool_progress",
+        progress=fraction,
+        message=message,
+        elapsed_s=elapsed,
+        eta_s=remaining_s(fraction, elapsed),
+    )

@@ -1,0 +1,65 @@
+"""The tools the agent can call, and the adapter that makes any tool fit the graph.
+
+A tool is a LangChain tool. Besides plain functions and ``BaseTool`` objects, a tool may be
+written as an async generator that yields ``Progress`` while it works and yields its result
+last; ``adapt`` turns it into an ordinary LangChain tool whose progress goes to the stream:
+
+    async def download(url: str):
+        \"\"\"Fetch a URL.\"\"\"
+        for i, part in enumerate(parts):
+            yield Progress((i + 1) / len(parts), f"part {i + 1}")
+        yield body
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from langchain_core.tools import BaseTool, StructuredTool, tool
+from langchain_core.tools.base import create_schema_from_function
+
+from tools import progress
+from tools.calculator import calculator
+from tools.primes import count_primes
+from tools.progress import Progress
+
+
+def builtin_tools() -> list[BaseTool]:
+    """The tools the agent has when none are given."""
+    return [calculator, count_primes]
+
+
+def adapt_all(tools: Sequence[BaseTool | Callable[..., Any]]) -> list[BaseTool]:
+    return [adapt(t) for t in tools]
+
+
+def adapt(obj: BaseTool | Callable[..., Any]) -> BaseTool:
+    """A ``BaseTool`` for ``obj``: a tool as is, an async generator via ``from_generator``."""
+    if isinstance(obj, BaseTool):
+        return obj
+    if inspect.isasyncgenfunction(obj):
+        return from_generator(obj)
+    return tool(obj)
+
+
+def from_generator(fn: Callable[..., AsyncIterator[Any]]) -> BaseTool:
+    """Wrap an async generator tool: ``Progress`` items are reported, the last other item is the result."""
+
+    async def run(**kwargs: Any) -> Any:
+        result: Any = None
+        async for item in fn(**kwargs):
+            if isinstance(item, Progress):
+                progress.report(item.fraction, item.message)
+            else:
+                result = item
+        return result
+
+    name = fn.__name__
+    return StructuredTool.from_function(
+        coroutine=run,
+        name=name,
+        description=inspect.getdoc(fn) or name,
+        args_schema=create_schema_from_function(name, fn),
+    )
