@@ -14,6 +14,7 @@ last; ``adapt`` turns it into an ordinary LangChain tool whose progress goes to 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -24,6 +25,31 @@ from tools import progress
 from tools.calculator import calculator
 from tools.primes import count_primes
 from tools.progress import Progress
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """How the engine treats one tool; unset fields fall back to settings."""
+
+    timeout_s: float | None = None
+    cacheable: bool = False
+    cache_ttl_s: float | None = None
+    concurrency_group: str | None = None
+    requires_approval: bool = False
+
+
+SPEC_KEY = "agent_ng"
+
+
+def configure(tool_: BaseTool, **spec: Any) -> BaseTool:
+    """Attach a ``ToolSpec`` to a tool (kept in ``tool.metadata``, so any tool can carry one)."""
+    tool_.metadata = {**(tool_.metadata or {}), SPEC_KEY: ToolSpec(**spec)}
+    return tool_
+
+
+def spec_of(tool_: BaseTool | None) -> ToolSpec:
+    spec = (tool_.metadata or {}).get(SPEC_KEY) if tool_ is not None else None
+    return spec if isinstance(spec, ToolSpec) else ToolSpec()
 
 
 def builtin_tools() -> list[BaseTool]:
