@@ -47,8 +47,9 @@ ARGUMENT_FRAGMENTS = 3
 STARTUP_TIMEOUT_S = 10.0
 SHUTDOWN_TIMEOUT_S = 10.0
 
-# Pooled keep-alive connections would outlive the test: langchain-openai caches its httpx
-# client per base URL, and a connection opened on one test's event loop breaks on the next.
+# No pooled keep-alive connections: langchain-openai caches its httpx client per base URL, and
+# a connection pooled on one test's event loop fails ("Event loop is closed") when a later
+# test reaches the same URL, as it does when the OS hands out the same port again.
 _NO_KEEP_ALIVE = {"Connection": "close"}
 
 
@@ -57,8 +58,8 @@ class Reply:
     """One scripted answer: either ``text`` or ``tool_calls``.
 
     With ``release`` set, a streamed reply sends its first ``hold_after`` chunks and then
-    waits until the event is set before sending the rest (a non-streamed reply waits before
-    answering at all).
+    waits until the event is set before sending the rest (at most all of them, holding back
+    only ``[DONE]``); a non-streamed reply waits before answering at all.
     """
 
     text: str = ""
@@ -216,7 +217,12 @@ def completion(reply: Reply, request_number: int, body: dict[str, Any]) -> dict[
             }
             for index, (name, arguments) in enumerate(reply.tool_calls)
         ]
-    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(reply)}
+    choice = {
+        "index": 0,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": finish_reason(reply),
+    }
     return {
         **completion_header(request_number, body),
         "object": "chat.completion",
@@ -235,8 +241,9 @@ async def sse_events(reply: Reply, request_number: int, body: dict[str, Any]) ->
     """The reply as Server-Sent Events, stalling after ``hold_after`` of them if it holds."""
     chunks = stream_chunks(reply, request_number, body)
     events = [f"data: {json.dumps(c, separators=(',', ':'))}\n\n" for c in chunks]
+    hold_at = min(reply.hold_after, len(events))
     for position, event in enumerate([*events, "data: [DONE]\n\n"]):
-        if position == reply.hold_after:
+        if position == hold_at:
             await wait_for_release(reply)
         yield event
 

@@ -82,8 +82,10 @@ async def test_text_reply_streams_word_chunks_then_usage(openai_server: OpenAISe
     assert request["stream_options"] == {"include_usage": True}
 
 
-async def test_interleaved_tool_call_fragments_merge_by_index(openai_server: OpenAIServer) -> None:
-    openai_server.script.replies.extend([Reply(tool_calls=TOOL_CALLS), Reply(tool_calls=TOOL_CALLS)])
+async def test_interleaved_tool_call_fragments_merge_by_index(
+    openai_server: OpenAIServer,
+) -> None:
+    openai_server.script.replies.extend([Reply(tool_calls=TOOL_CALLS)] * 2)
     model = chat_model(openai_server).bind_tools(TOOLS)
 
     message = await model.ainvoke(QUESTION)
@@ -93,7 +95,8 @@ async def test_interleaved_tool_call_fragments_merge_by_index(openai_server: Ope
     assert [call["id"] for call in message.tool_calls] == ["call_1_0", "call_1_1"]
     assert message.response_metadata["finish_reason"] == "tool_calls"
 
-    tool_call_chunks = [tc async for chunk in model.astream(QUESTION) for tc in chunk.tool_call_chunks]
+    chunks = [chunk async for chunk in model.astream(QUESTION)]
+    tool_call_chunks = [tc for chunk in chunks for tc in chunk.tool_call_chunks]
 
     headers = [tc for tc in tool_call_chunks if tc["name"] is not None]
     fragments = [tc for tc in tool_call_chunks if tc["name"] is None]
