@@ -14,10 +14,7 @@ from graph.settings import Settings
 
 log = logging.getLogger("agent_ng")
 
-OFFLINE_NOTICE = (
-    "agent-ng: no OPENAI_API_KEY or OPENAI_BASE_URL set, so the offline model answers "
-    "(rule-based: arithmetic, primes, file search)."
-)
+OFFLINE_NOTICE = "agent-ng: no OPENAI_API_KEY or OPENAI_BASE_URL set; using the offline model."
 
 
 def chat_model(settings: Settings) -> BaseChatModel:

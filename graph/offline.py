@@ -55,7 +55,7 @@ _EXPRESSION = re.compile(
 )
 _PRIME_LIMIT = re.compile(
     r"\b(?:primes|prime\s+numbers)(?:\s+(?:are|is|that|which|there|exist|lie))*"
-    r"\s+(?:below|under|less\s+than|up\s+to)\s+(\d+(?:[,_]\d+)*)\b"
+    r"\s+(below|under|less\s+than|up\s+to)\s+(\d+(?:[,_]\d+)*)\b"
     rf"(?!\s*{_OPERATOR}\s*[\d(])",
     re.IGNORECASE,
 )
@@ -221,11 +221,16 @@ def _balanced(expression: str) -> str | None:
 
 
 def _find_prime_limits(text: str) -> list[Match]:
-    """ "primes below 200,000" and the like (below, under, less than, up to)."""
+    """ "primes below 200,000" and the like; "up to N" includes N, so it asks below N + 1."""
     return [
-        (match.start(), {"below": int(re.sub(r"[,_]", "", match.group(1)))})
+        (match.start(), {"below": _prime_bound(match.group(1), match.group(2))})
         for match in _PRIME_LIMIT.finditer(text)
     ]
+
+
+def _prime_bound(word: str, number: str) -> int:
+    limit = int(re.sub(r"[,_]", "", number))
+    return limit + 1 if word.lower().startswith("up") else limit
 
 
 def _find_file_patterns(text: str) -> list[Match]:

@@ -241,7 +241,7 @@ def test_sync_invoke_and_stream_agree() -> None:
         ("primes below 200000", [("count_primes", {"below": 200000})]),
         ("Prime numbers UNDER 1,000,000!", [("count_primes", {"below": 1_000_000})]),
         ("primes less than 10_000", [("count_primes", {"below": 10_000})]),
-        ("how many primes up to 100", [("count_primes", {"below": 100})]),
+        ("how many primes up to 100", [("count_primes", {"below": 101})]),
         ("meet on 2024-01-05", []),
         (
             "list files containing TODO, then 3*3",

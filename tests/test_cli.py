@@ -1,0 +1,113 @@
+"""The ``agent-ng`` command as a person runs it, in fresh processes, offline."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from cli.view import PlainView, TurnView
+from graph.events import AgentEvent
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def agent_ng(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENT_"))
+    } | {"AGENT_DATA_DIR": str(data_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_ask_offline_runs_both_tools_and_streams_the_answer(tmp_path):
+    done = agent_ng("ask", "what is 17*23 and how many primes are below 200000?", data_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "offline model" in done.stderr
+    out = done.stdout
+    assert "[calculator] started" in out and "[count_primes] started" in out
+    assert "[count_primes] 100% sieved 200,000 of 200,000" in out
+    assert "17*23 = 391." in out and "There are 17,984 primes below 200,000." in out
+
+
+def test_a_thread_continues_in_a_new_process_from_the_sqlite_file(tmp_path):
+    first = agent_ng("ask", "what is 2+3?", "--thread", "t-cross", data_dir=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "checkpoints.db").exists()
+    second = agent_ng("ask", "what did I ask before?", "--thread", "t-cross", data_dir=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert 'Earlier you asked: "what is 2+3?"' in second.stdout
+    other = agent_ng("ask", "what did I ask before?", "--thread", "t-other", data_dir=tmp_path)
+    assert "what is 2+3?" not in other.stdout
+
+
+def events(*specs: dict) -> list[AgentEvent]:
+    return [AgentEvent(run_id="r", thread_id="t", t=0.0, **spec) for spec in specs]
+
+
+RUN = events(
+    {"type": "tool_call", "tool_call_id": "a", "name": "count_primes", "args": {"below": 100}},
+    {"type": "tool_call", "tool_call_id": "b", "name": "explode", "args": {}},
+    {"type": "tool_start", "tool_call_id": "a", "name": "count_primes", "args": {"below": 100}},
+    {"type": "tool_start", "tool_call_id": "b", "name": "explode", "args": {}},
+    {"type": "tool_progress", "tool_call_id": "a", "name": "count_primes", "progress": 0.5,
+     "message": "halfway", "elapsed_s": 0.1, "eta_s": 0.1},
+    {"type": "tool_error", "tool_call_id": "b", "name": "explode", "error": "boom", "elapsed_s": 0.2},
+    {"type": "tool_complete", "tool_call_id": "a", "name": "count_primes", "elapsed_s": 0.3, "cached": False},
+    {"type": "content", "text": "There are ", "node": "llm"},
+    {"type": "content", "text": "25 primes.", "node": "llm"},
+    {"type": "run_end", "status": "done", "usage": {}},
+)
+
+
+def test_live_view_shows_each_tool_its_outcome_and_the_answer():
+    view = TurnView()
+    for event in RUN[:5]:
+        view.handle(event)
+    assert view.rows["a"].fraction == 0.5 and view.rows["a"].state == "running"
+    for event in RUN[5:]:
+        view.handle(event)
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    console.print(view)
+    screen = console.file.getvalue()
+    assert "count_primes(below=100)" in screen and "✓" in screen
+    assert "explode()" in screen and "✗" in screen and "boom" in screen
+    assert "There are 25 primes." in screen
+    assert view.status == "done"
+
+
+def test_plain_view_prints_text_as_it_streams_and_a_line_per_tool_event():
+    out = io.StringIO()
+    view = PlainView(out)
+    for event in RUN:
+        view.handle(event)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[count_primes] started {'below': 100}"
+    assert "[count_primes] 50% halfway" in lines
+    assert "[explode] failed after 0.20s: boom" in lines
+    assert "There are 25 primes." in lines
+
+
+def test_langgraph_json_names_a_graph_that_imports_and_compiles():
+    spec = json.loads((ROOT / "langgraph.json").read_text())
+    path, _, attr = spec["graphs"]["agent"].partition(":")
+    module = path.removeprefix("./").removesuffix(".py").replace("/", ".")
+    probe = (
+        f"import importlib; g = getattr(importlib.import_module({module!r}), {attr!r}); "
+        "print(type(g).__name__, sorted(g.get_graph().nodes), g.checkpointer)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "CompiledStateGraph"
+    assert "'llm'" in done.stdout and "'tools'" in done.stdout
+    assert done.stdout.strip().endswith("None")
