@@ -35,16 +35,14 @@ def ask(
 ) -> None:
     """Ask one question; the answer and each tool stream live."""
     thread = thread or new_thread_id()
-    status = asyncio.run(converse([question], thread))
-    finish(thread, status)
+    finish(thread, run(converse([question], thread)))
 
 
 @app.command()
 def chat(thread: Thread = None) -> None:
     """Talk in a loop on one thread (empty line or Ctrl-D ends)."""
     thread = thread or new_thread_id()
-    status = asyncio.run(converse(prompts(), thread))
-    finish(thread, status)
+    finish(thread, run(converse(prompts(), thread)))
 
 
 def prompts():
@@ -86,10 +84,20 @@ async def show_turn(graph, question: str, config: dict) -> str | None:
     return view.status
 
 
+def run(turns) -> str | None:
+    """Run the session; Ctrl-C ends it with status ``cancelled`` instead of a traceback."""
+    try:
+        return asyncio.run(turns)
+    except KeyboardInterrupt:
+        return "cancelled"
+
+
 def finish(thread: str, status: str | None) -> None:
     typer.echo(f"\n(thread {thread}; continue with --thread {thread})", err=True)
     if status == "error":
         raise typer.Exit(1)
+    if status == "cancelled":
+        raise typer.Exit(130)
 
 
 def new_thread_id() -> str:
