@@ -57,7 +57,7 @@ def build_graph(
 ) -> CompiledStateGraph:
     settings = settings or Settings()
     model = model or chat_model(settings)
-    tools = adapt_all(builtin_tools() if tools is None else tools)
+    tools = adapt_all(builtin_tools(settings) if tools is None else tools)
 
     builder = StateGraph(AgentState)
     builder.add_node(
