@@ -2,17 +2,20 @@
 
 A local server on 127.0.0.1 plays the web; it is reachable only because each test that
 fetches from it allows 127.0.0.1 explicitly. Host names are resolved by a fake resolver
-patched onto the event loop (the one ``http_fetch`` uses), never by real DNS.
+patched onto the event loop (the one ``http_fetch`` uses), never by real DNS. HTTPS runs
+against a small TLS server whose certificate comes from a test CA (trustme).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 
 import pytest
+import trustme
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, StreamingResponse
 from langchain_core.messages import HumanMessage
@@ -281,3 +284,55 @@ async def test_through_the_graph_progress_events_arrive_and_the_tool_is_in_the_n
     assert len(fractions) >= 2 and fractions[-1] == 1.0
     tool = next(t for t in graph.get_graph().nodes["tools"].data.tools_by_name.values() if t.name == "http_fetch")
     assert tool.metadata["agent_ng"].concurrency_group == "network"
+
+
+@asynccontextmanager
+async def tls_server(ca: trustme.CA, name: str) -> AsyncIterator[tuple[int, list[str | None]]]:
+    """A one-route HTTPS server on 127.0.0.1 with a certificate for ``name``; it answers
+    ``host=<Host header>`` and records the TLS server name (SNI) each client sent."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(context)
+    server_names: list[str | None] = []
+    context.sni_callback = lambda _sock, server_name, _ctx: server_names.append(server_name)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        host = next(line.split(":", 1)[1].strip() for line in head.split("\r\n") if line.lower().startswith("host:"))
+        body = f"host={host}".encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1], server_names
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_https_to_the_vetted_address_keeps_the_server_name_for_sni_and_verification(monkeypatch):
+    ca = trustme.CA()
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    fake_dns(monkeypatch, {"secure.example": [["127.0.0.1"]]})
+    tool = make_http_fetch(allow=["127.0.0.1"], verify=client_context)
+    async with tls_server(ca, "secure.example") as (port, server_names):
+        text = await fetch(tool, url=f"https://secure.example:{port}/")
+    assert text.startswith(f"status: 200 OK\nurl: https://secure.example:{port}/\n")
+    assert text.endswith(f"host=secure.example:{port}")
+    assert server_names == ["secure.example"]
+
+
+async def test_https_refuses_a_certificate_for_another_name(monkeypatch):
+    ca = trustme.CA()
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    fake_dns(monkeypatch, {"secure.example": [["127.0.0.1"]]})
+    tool = make_http_fetch(allow=["127.0.0.1"], verify=client_context)
+    async with tls_server(ca, "other.example") as (port, _):
+        with pytest.raises(ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            await fetch(tool, url=f"https://secure.example:{port}/")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -167,12 +168,18 @@ def describe(response: httpx.Response, url: httpx.URL, body: bytes, truncated: b
 
 
 async def fetch(
-    url: str, *, policy: AddressPolicy, max_bytes: int, timeout_s: float, max_redirects: int
+    url: str,
+    *,
+    policy: AddressPolicy,
+    max_bytes: int,
+    timeout_s: float,
+    max_redirects: int,
+    verify: ssl.SSLContext | bool = True,
 ) -> str:
     """GET ``url`` under ``policy``; see the module docstring."""
     target = checked_url(url)
     async with httpx.AsyncClient(
-        timeout=timeout_s, follow_redirects=False, trust_env=False
+        timeout=timeout_s, follow_redirects=False, trust_env=False, verify=verify
     ) as client:
         for _ in range(max_redirects + 1):
             address = await vetted_address(target, policy)
@@ -202,8 +209,12 @@ def make_http_fetch(
     max_bytes: int = 1_000_000,
     timeout_s: float = 20.0,
     max_redirects: int = 5,
+    verify: ssl.SSLContext | bool = True,
 ) -> BaseTool:
-    """The ``http_fetch`` tool, refusing private destinations except those in ``allow``."""
+    """The ``http_fetch`` tool, refusing private destinations except those in ``allow``.
+
+    ``verify`` is httpx's: an ``ssl.SSLContext`` trusts other CAs (a company's, a test's).
+    """
     policy = AddressPolicy.parse(allow)
     byte_ceiling, default_timeout = max_bytes, timeout_s
 
@@ -224,6 +235,7 @@ def make_http_fetch(
                     max_bytes=max_bytes,
                     timeout_s=default_timeout,
                     max_redirects=max_redirects,
+                    verify=verify,
                 )
         except (TimeoutError, httpx.TimeoutException):
             raise TimeoutError(f"fetching {url} took longer than {default_timeout:g} s") from None
