@@ -98,6 +98,16 @@ def test_paths_leaving_the_root_are_refused(tree, glob, message):
         make_file_search(root).invoke({"pattern": "needle", "glob": glob})
 
 
+@pytest.mark.parametrize("glob", ["{..,src}/*", "{../outside,src}/*", "[.][.]/outside/*"])
+def test_glob_syntax_cannot_smuggle_a_parent_directory(tree, glob):
+    root, _ = tree
+    result = make_file_search(root).invoke({"pattern": "secret", "glob": glob})
+    assert result.splitlines() == [
+        "0 matching lines in 0 files (0 text files searched)",
+        "no file under the search root matches the glob",
+    ]
+
+
 def test_an_absolute_path_outside_is_refused_even_if_it_shares_a_prefix(tree):
     root, outside = tree
     with pytest.raises(ValueError, match="is outside the search root"):

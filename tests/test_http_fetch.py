@@ -74,6 +74,10 @@ def web_app(hits: list[str]) -> FastAPI:
     async def loop():
         return RedirectResponse("/loop", status_code=307)
 
+    @app.get("/odd-charset")
+    async def odd_charset():
+        return PlainTextResponse("héllo".encode(), headers={"content-type": "text/plain; charset=no-such-codec"})
+
     @app.get("/binary")
     async def binary():
         return StreamingResponse(chunks(1), media_type="image/png")
@@ -213,6 +217,12 @@ async def test_binary_bodies_are_summarised_not_shown(web):
     origin, _ = web
     text = await fetch(make_http_fetch(allow=["127.0.0.1"]), url=f"{origin}/binary")
     assert text.endswith(f"[binary content, {CHUNK:,} bytes not shown]")
+
+
+async def test_an_unknown_charset_falls_back_to_utf8(web):
+    origin, _ = web
+    text = await fetch(make_http_fetch(allow=["127.0.0.1"]), url=f"{origin}/odd-charset")
+    assert text.endswith("\n\nhéllo")
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,8 @@ from wcmatch import glob as wcglob
 
 from tools import progress
 
-GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.NODIR | wcglob.BRACE
+GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.NODIR
+"""No BRACE: ``{..,src}`` would expand to ``..`` after the check for it."""
 MAX_PATTERN = 1_000
 MAX_LINE = 300
 MAX_REPORTS = 200

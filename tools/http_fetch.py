@@ -163,7 +163,10 @@ def describe(response: httpx.Response, url: httpx.URL, body: bytes, truncated: b
     )
     if not is_text(content_type) or b"\0" in body[:1024]:
         return head + f"[binary content, {len(body):,} bytes not shown]"
-    text = body.decode(response.charset_encoding or "utf-8", errors="replace")
+    try:
+        text = body.decode(response.charset_encoding or "utf-8", errors="replace")
+    except LookupError:
+        text = body.decode("utf-8", errors="replace")
     return head + text + ("\n[… truncated]" if truncated else "")
 
 
