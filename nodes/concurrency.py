@@ -179,6 +179,8 @@ def _average(previous: float | None, sample: float, weight: float) -> float:
 class Group:
     gate: Gate
     adaptive: AdaptiveLimit | None = None
+    learning: threading.Lock = field(default_factory=threading.Lock)
+    """Serialises ``adaptive`` updates from runs on other threads' event loops."""
 
     async def run(self, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
         await self.gate.acquire()
@@ -192,7 +194,8 @@ class Group:
     async def _measured(
         self, request: ToolCallRequest, execute: Execute, adaptive: AdaptiveLimit
     ) -> ToolMessage | Command:
-        started = adaptive.begin()
+        with self.learning:
+            started = adaptive.begin()
         ok: bool | None = False
         try:
             result = await execute(request)
@@ -202,8 +205,9 @@ class Group:
             ok = None
             raise
         finally:
-            adaptive.end(started, ok=ok)
-            self.gate.set_limit(adaptive.current)
+            with self.learning:
+                adaptive.end(started, ok=ok)
+                self.gate.set_limit(adaptive.current)
 
 
 class GroupLimits:

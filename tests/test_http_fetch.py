@@ -346,3 +346,23 @@ async def test_https_refuses_a_certificate_for_another_name(monkeypatch):
     async with tls_server(ca, "other.example") as (port, _):
         with pytest.raises(ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
             await fetch(tool, url=f"https://secure.example:{port}/")
+
+
+async def test_a_server_that_never_answers_times_out_with_a_clear_error():
+    accepted = asyncio.Event()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(stall, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        tool = make_http_fetch(allow=["127.0.0.1"], timeout_s=0.2)
+        with pytest.raises(TimeoutError, match=rf"fetching http://127.0.0.1:{port}/ took longer than 0.2 s"):
+            await fetch(tool, url=f"http://127.0.0.1:{port}/")
+        assert accepted.is_set()
+    finally:
+        server.close()
+        await server.wait_closed()
