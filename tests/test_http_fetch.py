@@ -85,12 +85,19 @@ def web_app(hits: list[str]) -> FastAPI:
     return app
 
 
-@pytest.fixture
-def web() -> Iterator[tuple[str, list[str]]]:
-    """The local server's origin (``http://127.0.0.1:PORT``) and the paths it was asked for."""
+@pytest.fixture(scope="module")
+def web_server() -> Iterator[tuple[str, list[str]]]:
     hits: list[str] = []
     with running_server(web_app(hits)) as base_url:
         yield base_url.removesuffix("/v1"), hits
+
+
+@pytest.fixture
+def web(web_server) -> tuple[str, list[str]]:
+    """The local server's origin (``http://127.0.0.1:PORT``) and the paths asked for in this test."""
+    origin, hits = web_server
+    hits.clear()
+    return origin, hits
 
 
 @contextmanager
