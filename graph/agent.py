@@ -26,6 +26,7 @@ from langgraph.types import Send
 from graph.models import chat_model
 from graph.settings import Settings
 from graph.state import AgentState
+from nodes import concurrency
 from nodes.llm import make_llm_node
 from nodes.tool_calls import ToolCallWrapper, make_tool_node
 from tools.registry import adapt_all, builtin_tools
@@ -57,7 +58,11 @@ def build_graph(
 ) -> CompiledStateGraph:
     settings = settings or Settings()
     model = model or chat_model(settings)
-    tools = adapt_all(builtin_tools() if tools is None else tools)
+    tools = adapt_all(builtin_tools(settings) if tools is None else tools)
+    wrappers = [
+        *concurrency.default_wrappers(settings),
+        *tool_wrappers,
+    ]
 
     builder = StateGraph(AgentState)
     builder.add_node(
@@ -66,7 +71,7 @@ def build_graph(
             model, tools, max_steps=settings.max_steps, system_prompt=settings.system_prompt
         ),
     )
-    builder.add_node(TOOLS, make_tool_node(tools, tool_wrappers))
+    builder.add_node(TOOLS, make_tool_node(tools, wrappers))
     builder.add_edge(START, LLM)
     builder.add_conditional_edges(LLM, route_tool_calls, [TOOLS, LLM, END])
     builder.add_edge(TOOLS, LLM)

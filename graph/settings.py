@@ -2,16 +2,18 @@
 
 Model: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``AGENT_MODEL``. Everything else is
 ``AGENT_*``: ``AGENT_CHECKPOINT_URL``, ``AGENT_MAX_CONCURRENCY``, ``AGENT_MAX_STEPS``,
-``AGENT_DATA_DIR``, ``AGENT_SYSTEM_PROMPT``.
+``AGENT_DATA_DIR``, ``AGENT_SYSTEM_PROMPT``; the real tools' ``AGENT_HTTP_*``,
+``AGENT_FILES_ROOT``, ``AGENT_SQL_*``; ``AGENT_GROUP_LIMITS`` and ``AGENT_ADAPTIVE_*``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from platformdirs import user_data_dir
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -37,6 +39,34 @@ class Settings(BaseSettings):
     """Tools running at once in one step; per run: ``config["max_concurrency"]``."""
     max_steps: int = Field(default=20, ge=1)
     """Model turns per user message before the agent stops with a plain answer."""
+
+    # Real tools (tools/http_fetch.py, tools/file_search.py, tools/sql_query.py).
+    http_allow: Annotated[tuple[str, ...], NoDecode] = ()
+    """Hosts, addresses or CIDRs ``http_fetch`` may reach although private: ``127.0.0.1,::1``."""
+    http_max_bytes: int = Field(default=1_000_000, ge=1)
+    http_timeout_s: float = Field(default=20.0, gt=0)
+    http_max_redirects: int = Field(default=5, ge=0)
+    files_root: Path = Path(".")
+    """The directory ``file_search`` searches and cannot leave (default: the current one)."""
+    sql_db: Path | None = None
+    """The SQLite file ``sql_query`` reads; without it the agent has no ``sql_query`` tool."""
+    sql_max_rows: int = Field(default=500, ge=1)
+    sql_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Concurrency groups (nodes/concurrency.py): per process, shared by every run.
+    group_limits: dict[str, Annotated[int, Field(ge=1)]] = {"network": 3}
+    """Calls of one ``concurrency_group`` running at once, e.g. ``{"network": 3}`` (JSON)."""
+    adaptive_concurrency: bool = False
+    """Move each group's limit between the floor and ceiling from observed latency and errors."""
+    adaptive_floor: int = Field(default=1, ge=1)
+    adaptive_ceiling: int = Field(default=16, ge=1)
+
+    @field_validator("http_allow", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
 
     @model_validator(mode="after")
     def _default_checkpoint_url(self) -> Settings:

@@ -21,10 +21,14 @@ from typing import Any
 from langchain_core.tools import BaseTool, StructuredTool, tool
 from langchain_core.tools.base import create_schema_from_function
 
+from graph.settings import Settings
 from tools import progress
 from tools.calculator import calculator
+from tools.file_search import make_file_search
+from tools.http_fetch import make_http_fetch
 from tools.primes import count_primes
 from tools.progress import Progress
+from tools.sql_query import make_sql_query
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +56,31 @@ def spec_of(tool_: BaseTool | None) -> ToolSpec:
     return spec if isinstance(spec, ToolSpec) else ToolSpec()
 
 
-def builtin_tools() -> list[BaseTool]:
-    """The tools the agent has when none are given."""
-    return [calculator, count_primes]
+def builtin_tools(settings: Settings | None = None) -> list[BaseTool]:
+    """The tools the agent has when none are given; ``sql_query`` only with ``AGENT_SQL_DB``."""
+    settings = settings or Settings()
+    return [calculator, count_primes, *real_tools(settings)]
+
+
+def real_tools(settings: Settings) -> list[BaseTool]:
+    """The tools that reach outside the process, built from settings and given their specs."""
+    fetch = make_http_fetch(
+        allow=settings.http_allow,
+        max_bytes=settings.http_max_bytes,
+        timeout_s=settings.http_timeout_s,
+        max_redirects=settings.http_max_redirects,
+    )
+    search = make_file_search(settings.files_root)
+    tools = [
+        configure(fetch, concurrency_group="network", timeout_s=settings.http_timeout_s + 5),
+        configure(search, concurrency_group="files"),
+    ]
+    if settings.sql_db is not None:
+        query = make_sql_query(
+            settings.sql_db, max_rows=settings.sql_max_rows, timeout_s=settings.sql_timeout_s
+        )
+        tools.append(configure(query, concurrency_group="sql", timeout_s=settings.sql_timeout_s + 5))
+    return tools
 
 
 def adapt_all(tools: Sequence[BaseTool | Callable[..., Any]]) -> list[BaseTool]:
