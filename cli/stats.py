@@ -57,6 +57,7 @@ def table(rows: list[ToolStats], source: str) -> Table:
 
 
 def seconds(value: float | None) -> str:
+    """Three significant digits: the histogram's own precision."""
     if value is None:
         return "-"
-    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+    return f"{value * 1000:.3g} ms" if value < 1 else f"{value:.3g} s"

@@ -4,7 +4,7 @@ Every key starts with the store's prefix (``agent-ng:`` by default):
 ``cache:<key>`` holds a result (JSON) and expires by itself; ``cache-order``, a sorted set
 scored by store time, says which entries are oldest when the size bound evicts;
 ``counts:<tool>`` is a hash of counters; ``durations:<tool>`` a list, newest first, trimmed to
-``DURATIONS_KEPT``; ``tools`` the set of tool names seen.
+``durations_kept``; ``tools`` the set of tool names seen.
 """
 
 from __future__ import annotations
@@ -25,14 +25,19 @@ from graph.tool_store import (
 
 
 class RedisToolStore:
-    def __init__(self, client, max_entries: int, prefix: str) -> None:
+    def __init__(
+        self, client, max_entries: int, prefix: str, durations_kept: int = DURATIONS_KEPT
+    ) -> None:
         self.redis = client
         self.max_entries = max_entries
         self.prefix = prefix
+        self.durations_kept = durations_kept
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str, max_entries: int, prefix: str) -> AsyncIterator[RedisToolStore]:
+    async def open(
+        cls, url: str, max_entries: int, prefix: str, durations_kept: int = DURATIONS_KEPT
+    ) -> AsyncIterator[RedisToolStore]:
         try:
             from redis.asyncio import Redis
         except ImportError as e:
@@ -42,7 +47,7 @@ class RedisToolStore:
         client = Redis.from_url(url, decode_responses=True)
         try:
             await client.ping()
-            yield cls(client, max_entries, prefix)
+            yield cls(client, max_entries, prefix, durations_kept)
         finally:
             await client.aclose()
 
@@ -77,7 +82,7 @@ class RedisToolStore:
             if outcome == "ok" and duration_s is not None:
                 durations = self._key("durations", tool)
                 pipe.lpush(durations, repr(duration_s))
-                pipe.ltrim(durations, 0, DURATIONS_KEPT - 1)
+                pipe.ltrim(durations, 0, self.durations_kept - 1)
             await pipe.execute()
 
     async def durations(self, tool: str, limit: int) -> list[float]:

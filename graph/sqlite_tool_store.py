@@ -38,13 +38,18 @@ CREATE INDEX IF NOT EXISTS tool_durations_by_tool ON tool_durations (tool, id);
 
 
 class SqliteToolStore:
-    def __init__(self, db: aiosqlite.Connection, max_entries: int) -> None:
+    def __init__(
+        self, db: aiosqlite.Connection, max_entries: int, durations_kept: int = DURATIONS_KEPT
+    ) -> None:
         self.db = db
         self.max_entries = max_entries
+        self.durations_kept = durations_kept
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str, max_entries: int) -> AsyncIterator[SqliteToolStore]:
+    async def open(
+        cls, url: str, max_entries: int, durations_kept: int = DURATIONS_KEPT
+    ) -> AsyncIterator[SqliteToolStore]:
         path = sqlite_path(url)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +58,7 @@ class SqliteToolStore:
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")
             await db.executescript(SCHEMA)
-            yield cls(db, max_entries)
+            yield cls(db, max_entries, durations_kept)
 
     async def cached(self, key: str, now: float) -> CachedResult | None:
         async with self.db.execute(
@@ -93,7 +98,7 @@ class SqliteToolStore:
         await self.db.execute(
             "DELETE FROM tool_durations WHERE tool = ? AND id <= (SELECT id FROM tool_durations"
             " WHERE tool = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-            (tool, tool, DURATIONS_KEPT),
+            (tool, tool, self.durations_kept),
         )
 
     async def durations(self, tool: str, limit: int) -> list[float]:
@@ -109,6 +114,6 @@ class SqliteToolStore:
         ) as cursor:
             rows = await cursor.fetchall()
         return [
-            ToolCounts(*row, durations=tuple(await self.durations(row[0], DURATIONS_KEPT)))
+            ToolCounts(*row, durations=tuple(await self.durations(row[0], self.durations_kept)))
             for row in rows
         ]

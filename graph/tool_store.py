@@ -9,7 +9,7 @@ beside the checkpoints (the default URL: survives restarts, and WAL mode lets th
 one machine share it), ``redis://host:6379/0`` in Redis when replicas share it.
 
 The cache is bounded: past ``max_entries`` the oldest entries are evicted. Durations are kept
-per tool for the last ``DURATIONS_KEPT`` successful runs (the ETA and the quantiles read
+per tool for its last ``durations_kept`` successful runs (the ETA and the quantiles read
 them); counters are kept forever.
 """
 
@@ -77,8 +77,9 @@ def counter_increments(outcome: Outcome) -> dict[str, int]:
 class MemoryToolStore:
     """The store in this process only: for tests and for graphs built without one."""
 
-    def __init__(self, max_entries: int = 10_000) -> None:
+    def __init__(self, max_entries: int = 10_000, durations_kept: int = DURATIONS_KEPT) -> None:
         self.max_entries = max_entries
+        self.durations_kept = durations_kept
         self._cache: OrderedDict[str, CachedResult] = OrderedDict()
         self._counts: dict[str, dict[str, int]] = {}
         self._durations: dict[str, deque[float]] = {}
@@ -98,7 +99,7 @@ class MemoryToolStore:
         for name, add in counter_increments(outcome).items():
             counts[name] += add
         if outcome == "ok" and duration_s is not None:
-            self._durations.setdefault(tool, deque(maxlen=DURATIONS_KEPT)).appendleft(duration_s)
+            self._durations.setdefault(tool, deque(maxlen=self.durations_kept)).appendleft(duration_s)
 
     async def durations(self, tool: str, limit: int) -> list[float]:
         return list(self._durations.get(tool, ()))[:limit]
