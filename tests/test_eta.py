@@ -3,6 +3,7 @@ events of the real graph."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 
 import pytest
@@ -105,3 +106,20 @@ async def test_progress_events_blend_the_tool_s_history_into_their_eta():
     half, whole = of_type(events, "tool_progress")
     assert half.eta_s == pytest.approx(remaining_s(0.5, half.elapsed_s, 10.0))
     assert whole.eta_s == 0.0
+
+
+async def test_calls_of_one_tool_starting_together_share_one_read():
+    class Counting(MemoryToolStore):
+        reads = 0
+
+        async def durations(self, tool, limit):
+            Counting.reads += 1
+            return await super().durations(tool, limit)
+
+    store = Counting()
+    for seconds in (1.0, 2.0, 3.0):
+        await store.record("fetch", "ok", seconds)
+    estimate = expected_duration(store)
+    assert await asyncio.gather(*(estimate("fetch") for _ in range(8))) == [2.0] * 8
+    assert Counting.reads == 1
+    assert await estimate("fetch") == 2.0 and Counting.reads == 2
