@@ -1,7 +1,7 @@
 """``agent-ng stats``: what each tool has done, across runs, read from the tool store.
 
-    agent-ng stats                 # a table: calls, errors, timeouts, cache hits, p50/p95/max
-    agent-ng stats --prometheus    # the same in Prometheus' text format
+agent-ng stats                 # a table: calls, errors, timeouts, cache hits, p50/p95/max
+agent-ng stats --prometheus    # the same in Prometheus' text format
 """
 
 from __future__ import annotations

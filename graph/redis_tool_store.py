@@ -59,7 +59,11 @@ class RedisToolStore:
         if raw is None:
             return None
         entry = json.loads(raw)
-        return CachedResult(entry["content"], entry["expires_at"]) if entry["expires_at"] > now else None
+        return (
+            CachedResult(entry["content"], entry["expires_at"])
+            if entry["expires_at"] > now
+            else None
+        )
 
     async def cache(self, key: str, content: Content, now: float, ttl_s: float) -> None:
         order = self._key("cache-order")
@@ -86,7 +90,9 @@ class RedisToolStore:
             await pipe.execute()
 
     async def durations(self, tool: str, limit: int) -> list[float]:
-        return [float(d) for d in await self.redis.lrange(self._key("durations", tool), 0, limit - 1)]
+        return [
+            float(d) for d in await self.redis.lrange(self._key("durations", tool), 0, limit - 1)
+        ]
 
     async def counts(self) -> list[ToolCounts]:
         tools = sorted(await self.redis.smembers(self._key("tools")))

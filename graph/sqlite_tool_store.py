@@ -106,7 +106,9 @@ class SqliteToolStore:
         durations = [(t, d) for t, outcome, d in batch if outcome == "ok" and d is not None]
         if not durations:
             return
-        await self.db.executemany("INSERT INTO tool_durations (tool, seconds) VALUES (?, ?)", durations)
+        await self.db.executemany(
+            "INSERT INTO tool_durations (tool, seconds) VALUES (?, ?)", durations
+        )
         await self.db.executemany(
             "DELETE FROM tool_durations WHERE tool = ? AND id <= (SELECT id FROM tool_durations"
             " WHERE tool = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",

@@ -99,7 +99,9 @@ class MemoryToolStore:
         for name, add in counter_increments(outcome).items():
             counts[name] += add
         if outcome == "ok" and duration_s is not None:
-            self._durations.setdefault(tool, deque(maxlen=self.durations_kept)).appendleft(duration_s)
+            self._durations.setdefault(tool, deque(maxlen=self.durations_kept)).appendleft(
+                duration_s
+            )
 
     async def durations(self, tool: str, limit: int) -> list[float]:
         return list(self._durations.get(tool, ()))[:limit]

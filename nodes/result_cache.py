@@ -69,12 +69,12 @@ class ResultCache:
         try:
             hit = await self.store.cached(key, self.clock())
         except Exception:
-            log.warning("tool cache lookup failed; running %s uncached", call["name"], exc_info=True)
+            log.warning(
+                "tool cache lookup failed; running %s uncached", call["name"], exc_info=True
+            )
             return await execute(request)
         if hit is not None:
-            message = ToolMessage(
-                content=hit.content, name=call["name"], tool_call_id=call["id"]
-            )
+            message = ToolMessage(content=hit.content, name=call["name"], tool_call_id=call["id"])
             message = noted(message, cached=True)
             report_cached(request, message)
             return message
@@ -84,5 +84,7 @@ class ResultCache:
             try:
                 await self.store.cache(key, result.content, self.clock(), ttl_s)
             except Exception:
-                log.warning("storing %s's result in the tool cache failed", call["name"], exc_info=True)
+                log.warning(
+                    "storing %s's result in the tool cache failed", call["name"], exc_info=True
+                )
         return result

@@ -113,7 +113,7 @@ def report_cached(request: ToolCallRequest, message: ToolMessage) -> None:
 def report_end(
     scope: progress.ToolCallScope, result: ToolMessage | Command, elapsed: float, *, cached: bool
 ) -> None:
-    """``tool_result`` for a message, then ``tool_error`` if it is an error, else ``tool_complete``."""
+    """``tool_result`` for a message, then ``tool_error`` if it failed, else ``tool_complete``."""
     if isinstance(result, ToolMessage):
         text = result.text
         scope.emit("tool_result", content=preview(text), status=result.status)

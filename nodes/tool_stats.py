@@ -15,13 +15,15 @@ counters cover all time. A store failure is logged and the call's result goes th
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from hdrh.histogram import HdrHistogram
 from langchain_core.messages import ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from graph.tool_store import Outcome, ToolCounts, ToolStore
 from nodes.tool_calls import Execute, ToolCallWrapper, notes
@@ -95,36 +97,41 @@ async def tool_stats(store: ToolStore) -> list[ToolStats]:
     return [summarize(counts) for counts in await store.counts()]
 
 
+COUNTERS = [
+    ("calls", "Tool calls"),
+    ("errors", "Tool calls that ended in an error"),
+    ("timeouts", "Tool calls stopped by their timeout"),
+    ("cache_hits", "Tool calls answered from the result cache"),
+]
+
+
+class ToolStatsCollector:
+    """A Prometheus collector over a snapshot of the stats: counters per tool, and the
+    duration quantiles as gauges (quantile 1 is the max)."""
+
+    def __init__(self, stats: Iterable[ToolStats]) -> None:
+        self.stats = list(stats)
+
+    def collect(self) -> Iterator[Metric]:
+        for field, what in COUNTERS:
+            family = CounterMetricFamily(f"agent_ng_tool_{field}", what, labels=["tool"])
+            for s in self.stats:
+                family.add_metric([s.tool], getattr(s, field))
+            yield family
+        durations = GaugeMetricFamily(
+            "agent_ng_tool_duration_seconds",
+            "Duration of recent successful runs, by quantile (1 = max)",
+            labels=["tool", "quantile"],
+        )
+        for s in self.stats:
+            for quantile, value in [("0.5", s.p50_s), ("0.95", s.p95_s), ("1", s.max_s)]:
+                if value is not None:
+                    durations.add_metric([s.tool, quantile], value)
+        yield durations
+
+
 def prometheus_text(stats: Iterable[ToolStats]) -> str:
-    """The stats in Prometheus' text format: counters per tool, duration quantiles as gauges."""
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    stats = list(stats)
-
-    class Collector:
-        def collect(self):
-            for field, what in [
-                ("calls", "Tool calls"),
-                ("errors", "Tool calls that ended in an error"),
-                ("timeouts", "Tool calls stopped by their timeout"),
-                ("cache_hits", "Tool calls answered from the result cache"),
-            ]:
-                family = CounterMetricFamily(f"agent_ng_tool_{field}", what, labels=["tool"])
-                for s in stats:
-                    family.add_metric([s.tool], getattr(s, field))
-                yield family
-            durations = GaugeMetricFamily(
-                "agent_ng_tool_duration_seconds",
-                "Duration of recent successful runs, by quantile (1 = max)",
-                labels=["tool", "quantile"],
-            )
-            for s in stats:
-                for quantile, value in [("0.5", s.p50_s), ("0.95", s.p95_s), ("1", s.max_s)]:
-                    if value is not None:
-                        durations.add_metric([s.tool, quantile], value)
-            yield durations
-
+    """The stats in Prometheus' text format, e.g. for a ``/metrics`` endpoint."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(Collector())
+    registry.register(ToolStatsCollector(stats))
     return generate_latest(registry).decode()

@@ -75,7 +75,9 @@ async def test_tool_start_carries_an_eta_once_three_runs_are_known():
         return "tock"
 
     store = MemoryToolStore()
-    model = ScriptedModel(replies=[r for _ in range(4) for r in (calls(("tick", {})), Reply(text="ok"))])
+    model = ScriptedModel(
+        replies=[r for _ in range(4) for r in (calls(("tick", {})), Reply(text="ok"))]
+    )
     graph = build_graph(model, [tick], InMemorySaver(), settings(), tool_store=store)
     etas = []
     for turn in range(4):

@@ -14,7 +14,7 @@ from redis import Redis
 from graph.agent import build_graph
 from graph.tool_store import MemoryToolStore, open_tool_store
 from nodes.result_cache import ResultCache, cache_key
-from tests.graph_runs import ask, collect, config, of_type, per_call, settings, tool_messages
+from tests.graph_runs import ask, collect, of_type, per_call, settings, tool_messages
 from tests.scripted_model import Reply, ScriptedModel, calls
 from tests.tool_stores import KINDS, REDIS_URL, open_test_store
 from tools.registry import configure
@@ -62,7 +62,10 @@ async def test_a_repeated_call_is_answered_from_the_cache_among_misses(kind, tmp
     )
     async with open_test_store(kind, tmp_path) as store:
         graph = build_graph(
-            model, tools, InMemorySaver(), settings(max_concurrency=4),
+            model,
+            tools,
+            InMemorySaver(),
+            settings(max_concurrency=4),
             tool_wrappers=[ResultCache(store, default_ttl_s=60)],
         )
         await collect(graph, ask("first"))
@@ -72,8 +75,18 @@ async def test_a_repeated_call_is_answered_from_the_cache_among_misses(kind, tmp
     hit_2, miss_4, hit_3, cube_2 = model.replies[2].ids
     starts = {e.tool_call_id: e for e in of_type(events, "tool_start")}
     completes = {e.tool_call_id: e for e in of_type(events, "tool_complete")}
-    assert {i: starts[i].cached for i in starts} == {hit_2: True, miss_4: False, hit_3: True, cube_2: False}
-    assert {i: completes[i].cached for i in completes} == {hit_2: True, miss_4: False, hit_3: True, cube_2: False}
+    assert {i: starts[i].cached for i in starts} == {
+        hit_2: True,
+        miss_4: False,
+        hit_3: True,
+        cube_2: False,
+    }
+    assert {i: completes[i].cached for i in completes} == {
+        hit_2: True,
+        miss_4: False,
+        hit_3: True,
+        cube_2: False,
+    }
     assert starts[hit_2].eta_s == 0.0
     for types in per_call(events).values():
         assert types == ["tool_call", "tool_start", "tool_result", "tool_complete"]
@@ -96,7 +109,10 @@ async def test_errors_are_never_cached():
     configure(flaky, cacheable=True)
     model = turns([("flaky", {"x": 1})], [("flaky", {"x": 1})], [("flaky", {"x": 1})])
     graph = build_graph(
-        model, [flaky], InMemorySaver(), settings(),
+        model,
+        [flaky],
+        InMemorySaver(),
+        settings(),
         tool_wrappers=[ResultCache(MemoryToolStore(), default_ttl_s=60)],
     )
     first = await collect(graph, ask("1"))
@@ -114,7 +130,9 @@ async def test_an_entry_expires_after_its_ttl_on_the_injected_clock():
     now = [1000.0]
     graph = build_graph(
         turns(*[[("square", {"x": 7})]] * 3),
-        tools, InMemorySaver(), settings(),
+        tools,
+        InMemorySaver(),
+        settings(),
         tool_wrappers=[ResultCache(MemoryToolStore(), default_ttl_s=10, clock=lambda: now[0])],
     )
     cached = []
@@ -132,7 +150,9 @@ async def test_a_tool_s_own_ttl_wins_over_the_default():
     now = [0.0]
     graph = build_graph(
         turns(*[[("square", {"x": 7})]] * 2),
-        tools, InMemorySaver(), settings(),
+        tools,
+        InMemorySaver(),
+        settings(),
         tool_wrappers=[ResultCache(MemoryToolStore(), default_ttl_s=10, clock=lambda: now[0])],
     )
     await collect(graph, ask("a"))
@@ -160,7 +180,9 @@ async def test_a_second_graph_over_the_same_store_hits_the_cache(store_url):
     url, prefix = store_url
     tools, runs = counted_tools()
     async with open_tool_store(url, key_prefix=prefix) as store:
-        first = build_graph(turns([("square", {"x": 5})]), tools, InMemorySaver(), settings(), tool_store=store)
+        first = build_graph(
+            turns([("square", {"x": 5})]), tools, InMemorySaver(), settings(), tool_store=store
+        )
         assert of_type(await collect(first, ask()), "tool_start")[0].cached is False
 
     async with open_tool_store(url, key_prefix=prefix) as reopened:
@@ -185,7 +207,10 @@ async def test_a_failing_store_costs_the_cache_but_never_the_answer(caplog):
     tools, runs = counted_tools()
     model = turns([("square", {"x": 3})], [("square", {"x": 3})])
     graph = build_graph(
-        model, tools, InMemorySaver(), settings(),
+        model,
+        tools,
+        InMemorySaver(),
+        settings(),
         tool_wrappers=[ResultCache(BrokenStore(), default_ttl_s=60)],
     )
     await collect(graph, ask("a"))

@@ -99,9 +99,7 @@ async def test_an_async_tool_past_its_timeout_is_cancelled_while_its_siblings_fi
     model = ScriptedModel(
         replies=[calls(("work", {"i": 0}), ("hang", {}), ("work", {"i": 1})), Reply(text="ok")]
     )
-    graph = build_graph(
-        model, [hang, work], InMemorySaver(), settings(max_concurrency=4)
-    )
+    graph = build_graph(model, [hang, work], InMemorySaver(), settings(max_concurrency=4))
     events = []
     async with asyncio.timeout(GUARD_S):
         async for event in stream_all(graph):
@@ -175,3 +173,15 @@ async def test_a_sync_tool_past_its_timeout_is_abandoned_and_its_late_result_dro
 
 def stream_all(graph):
     return stream(graph, ask(), config())
+
+
+def test_once_a_call_is_over_its_reports_raise_and_its_writes_are_dropped():
+    written = []
+    with progress.tool_call_scope("call_1", "slow", written.append) as scope:
+        progress.report(0.5, "in time")
+    with pytest.raises(ToolCallAbandoned, match="call_2 is over"):
+        with progress.tool_call_scope("call_2", "slow", written.append) as late:
+            late.finish()
+            progress.report(0.9, "too late")
+    scope.emit("tool_progress", message="after the end")
+    assert [w["message"] for w in written] == ["in time"]

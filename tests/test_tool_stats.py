@@ -16,8 +16,15 @@ from cli.main import app
 from graph.agent import build_graph
 from graph.tool_store import MemoryToolStore, ToolCounts, open_tool_store
 from nodes.tool_calls import noted
-from nodes.tool_stats import ToolStats, outcome_of, prometheus_text, record_outcomes, summarize, tool_stats
-from tests.graph_runs import GUARD_S, ask, collect, of_type, per_call, settings, tool_messages
+from nodes.tool_stats import (
+    ToolStats,
+    outcome_of,
+    prometheus_text,
+    record_outcomes,
+    summarize,
+    tool_stats,
+)
+from tests.graph_runs import GUARD_S, ask, collect, per_call, settings, tool_messages
 from tests.scripted_model import Reply, ScriptedModel, calls
 from tools.registry import configure
 
@@ -52,7 +59,9 @@ async def test_record_outcomes_alone_counts_known_tools_only():
     model = ScriptedModel(
         replies=[calls(("add", {"a": 1, "b": 2}), ("no_such_tool", {})), Reply(text="ok")]
     )
-    graph = build_graph(model, [add], InMemorySaver(), settings(), tool_wrappers=[record_outcomes(store)])
+    graph = build_graph(
+        model, [add], InMemorySaver(), settings(), tool_wrappers=[record_outcomes(store)]
+    )
     await collect(graph, ask())
 
     [counts] = await store.counts()
@@ -94,7 +103,10 @@ async def test_the_whole_engine_under_parallel_load_counts_every_outcome():
     model = ScriptedModel(replies=[calls(*first), Reply(text="a"), calls(*second), Reply(text="b")])
     store = MemoryToolStore()
     graph = build_graph(
-        model, [cube, square, explode, hang], InMemorySaver(), settings(max_concurrency=16),
+        model,
+        [cube, square, explode, hang],
+        InMemorySaver(),
+        settings(max_concurrency=16),
         tool_store=store,
     )
     events = await collect(graph, ask("one")) + await collect(graph, ask("two"))
@@ -119,7 +131,12 @@ async def test_the_whole_engine_under_parallel_load_counts_every_outcome():
 
 
 def test_prometheus_text_parses_back_to_the_stats():
-    text = prometheus_text([ToolStats("fetch", 7, 2, 1, 3, 0.5, 1.5, 2.0), ToolStats("add", 1, 0, 0, 0, None, None, None)])
+    text = prometheus_text(
+        [
+            ToolStats("fetch", 7, 2, 1, 3, 0.5, 1.5, 2.0),
+            ToolStats("add", 1, 0, 0, 0, None, None, None),
+        ]
+    )
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
@@ -129,9 +146,14 @@ def test_prometheus_text_parses_back_to_the_stats():
     assert samples[("agent_ng_tool_errors_total", (("tool", "fetch"),))] == 2
     assert samples[("agent_ng_tool_timeouts_total", (("tool", "fetch"),))] == 1
     assert samples[("agent_ng_tool_cache_hits_total", (("tool", "fetch"),))] == 3
-    assert samples[("agent_ng_tool_duration_seconds", (("quantile", "0.95"), ("tool", "fetch")))] == 1.5
+    assert (
+        samples[("agent_ng_tool_duration_seconds", (("quantile", "0.95"), ("tool", "fetch")))]
+        == 1.5
+    )
     assert samples[("agent_ng_tool_calls_total", (("tool", "add"),))] == 1
-    assert not [k for k in samples if k[0] == "agent_ng_tool_duration_seconds" and ("tool", "add") in k[1]]
+    assert not [
+        k for k in samples if k[0] == "agent_ng_tool_duration_seconds" and ("tool", "add") in k[1]
+    ]
 
 
 def stats_cli(tmp_path, *args: str):

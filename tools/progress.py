@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from threading import Event
+from threading import Event, Lock
 from time import perf_counter
 from typing import Any
 
@@ -56,18 +56,25 @@ class ToolCallScope:
     expected_s: float | None = None
     """How long this tool usually takes (from its history), if known."""
     finished: Event = field(default_factory=Event)
-    """Set when the call is over for the graph; a thread can read it safely."""
+    """Set when the call is over for the graph; a worker thread can read it safely."""
+    _writing: Lock = field(default_factory=Lock)
 
     def elapsed(self) -> float:
         return perf_counter() - self.started
 
     def emit(self, event: str, **fields: Any) -> None:
         """Write an event for this call; dropped once the call is over."""
-        if self.finished.is_set():
-            return
-        self.write(
-            {EVENT_KEY: event, "tool_call_id": self.tool_call_id, "name": self.name, **fields}
-        )
+        with self._writing:
+            if self.finished.is_set():
+                return
+            self.write(
+                {EVENT_KEY: event, "tool_call_id": self.tool_call_id, "name": self.name, **fields}
+            )
+
+    def finish(self) -> None:
+        """End the call for the graph: no write from any thread gets through after this."""
+        with self._writing:
+            self.finished.set()
 
 
 _current: ContextVar[ToolCallScope | None] = ContextVar("agent_ng_tool_call", default=None)
@@ -91,7 +98,7 @@ def tool_call_scope(
     try:
         yield scope
     finally:
-        scope.finished.set()
+        scope.finish()
         _current.reset(token)
 
 
