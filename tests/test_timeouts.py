@@ -110,7 +110,7 @@ async def test_an_async_tool_past_its_timeout_is_cancelled_while_its_siblings_fi
     [hang_id] = model.replies[0].ids[1:2]
     [error] = of_type(events, "tool_error")
     assert error.tool_call_id == hang_id and "timed out after 0.1 s" in error.error
-    assert error.elapsed_s >= 0.1
+    assert error.elapsed_s >= 0.1 * 0.99  # asyncio may fire a timer a clock tick early
     assert cancelled == [True]
     completes = of_type(events, "tool_complete")
     assert sorted(e.tool_call_id for e in completes) == sorted(model.replies[0].ids[::2])
