@@ -3,6 +3,7 @@
     agent-ng ask "what is 17*23 and how many primes are below 200000?"
     agent-ng ask "what did I ask before?" --thread demo
     agent-ng chat --thread demo
+    agent-ng stats
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ from langchain_core.messages import HumanMessage
 from rich.console import Console
 from rich.live import Live
 
+from cli.stats import stats
 from cli.view import PlainView, TurnView
 from graph.agent import build_graph
 from graph.checkpoint import open_checkpointer
 from graph.events import stream
 from graph.settings import Settings
+from graph.tool_store import open_tool_store
 
 app = typer.Typer(help="A LangGraph agent that shows everything as it happens.", no_args_is_help=True)
+
+app.command()(stats)
 
 Thread = Annotated[str | None, typer.Option("--thread", "-t", help="Thread id to continue (default: a new thread).")]
 
@@ -61,8 +66,11 @@ async def converse(questions, thread: str) -> str | None:
     """Run each question as a turn on ``thread``; the graph and checkpointer live for the session."""
     settings = Settings()
     status = None
-    async with open_checkpointer(settings.checkpoint_url) as saver:
-        graph = build_graph(checkpointer=saver, settings=settings)
+    async with (
+        open_checkpointer(settings.checkpoint_url) as saver,
+        open_tool_store(settings.cache_url, max_entries=settings.cache_max_entries) as tool_store,
+    ):
+        graph = build_graph(checkpointer=saver, settings=settings, tool_store=tool_store)
         config = {"configurable": {"thread_id": thread}}
         for question in questions:
             status = await show_turn(graph, question, config)

@@ -26,7 +26,8 @@ from langgraph.types import Send
 from graph.models import chat_model
 from graph.settings import Settings
 from graph.state import AgentState
-from nodes import concurrency
+from graph.tool_store import MemoryToolStore, ToolStore
+from nodes.engine import engine_wrappers
 from nodes.llm import make_llm_node
 from nodes.tool_calls import ToolCallWrapper, make_tool_node
 from tools.registry import adapt_all, builtin_tools
@@ -54,15 +55,14 @@ def build_graph(
     checkpointer: BaseCheckpointSaver | None = None,
     settings: Settings | None = None,
     *,
-    tool_wrappers: Sequence[ToolCallWrapper] = (),
+    tool_wrappers: Sequence[ToolCallWrapper] | None = None,
+    tool_store: ToolStore | None = None,
 ) -> CompiledStateGraph:
+    """The agent graph. Tool calls go through ``tool_wrappers`` if given, else through the
+    tool engine (``nodes.engine``) over ``tool_store`` (default: one in memory)."""
     settings = settings or Settings()
     model = model or chat_model(settings)
     tools = adapt_all(builtin_tools(settings) if tools is None else tools)
-    wrappers = [
-        *concurrency.default_wrappers(settings),
-        *tool_wrappers,
-    ]
 
     builder = StateGraph(AgentState)
     builder.add_node(
@@ -71,7 +71,10 @@ def build_graph(
             model, tools, max_steps=settings.max_steps, system_prompt=settings.system_prompt
         ),
     )
-    builder.add_node(TOOLS, make_tool_node(tools, wrappers))
+    if tool_wrappers is None:
+        store = tool_store or MemoryToolStore(settings.cache_max_entries)
+        tool_wrappers = engine_wrappers(settings, store)
+    builder.add_node(TOOLS, make_tool_node(tools, tool_wrappers))
     builder.add_edge(START, LLM)
     builder.add_conditional_edges(LLM, route_tool_calls, [TOOLS, LLM, END])
     builder.add_edge(TOOLS, LLM)

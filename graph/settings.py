@@ -4,6 +4,8 @@ Model: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``AGENT_MODEL``. Everything else
 ``AGENT_*``: ``AGENT_CHECKPOINT_URL``, ``AGENT_MAX_CONCURRENCY``, ``AGENT_MAX_STEPS``,
 ``AGENT_DATA_DIR``, ``AGENT_SYSTEM_PROMPT``; the real tools' ``AGENT_HTTP_*``,
 ``AGENT_FILES_ROOT``, ``AGENT_SQL_*``; ``AGENT_GROUP_LIMITS`` and ``AGENT_ADAPTIVE_*``.
+Tool engine: ``AGENT_TOOL_TIMEOUT_S``, ``AGENT_CACHE_URL``, ``AGENT_CACHE_TTL_S``,
+``AGENT_CACHE_MAX_ENTRIES`` (defaults for tools whose ``ToolSpec`` leaves them unset).
 """
 
 from __future__ import annotations
@@ -72,4 +74,21 @@ class Settings(BaseSettings):
     def _default_checkpoint_url(self) -> Settings:
         if not self.checkpoint_url:
             self.checkpoint_url = f"sqlite:///{self.data_dir / 'checkpoints.db'}"
+        return self
+
+    # Tool engine: timeouts, result cache, ETA history and per-tool stats.
+    tool_timeout_s: float = Field(default=120.0, gt=0)
+    """A tool call running longer is stopped and the model told so (per tool: ``timeout_s``)."""
+    cache_url: str = ""
+    """Where cached results, durations and stats live: ``memory://``, ``sqlite:///path.db``
+    (default: ``tool_engine.db`` in ``data_dir``) or ``redis://host:6379/0``."""
+    cache_ttl_s: float = Field(default=3600.0, gt=0)
+    """How long a cacheable tool's result is reused (per tool: ``cache_ttl_s``)."""
+    cache_max_entries: int = Field(default=10_000, ge=1)
+    """Cached results kept; past this the oldest are evicted."""
+
+    @model_validator(mode="after")
+    def _default_cache_url(self) -> Settings:
+        if not self.cache_url:
+            self.cache_url = f"sqlite:///{self.data_dir / 'tool_engine.db'}"
         return self

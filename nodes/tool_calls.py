@@ -1,16 +1,23 @@
 """Tool execution: LangGraph's ``ToolNode`` plus a chain of small ``awrap_tool_call`` wrappers.
 
 Each wrapper does one job around ``execute`` (the tool call itself); ``chain`` composes them,
-first = outermost. ``lifecycle`` is always innermost-but-one: it marks the call's scope so
-``progress.report`` is tagged with the tool call id, and writes ``tool_start``,
-``tool_result`` and ``tool_complete`` / ``tool_error`` to the custom stream when the call
-really starts and ends (after any concurrency limit let it through).
+first = outermost. ``lifecycle`` marks the call's scope so ``progress.report`` is tagged with
+the tool call id, and writes ``tool_start``, ``tool_result`` and ``tool_complete`` /
+``tool_error`` to the custom stream when the call really starts and ends (after any
+concurrency limit let it through). It goes innermost unless the wrappers place a
+``Lifecycle`` themselves: the engine (``nodes.engine``) does, so that its timeout acts inside
+the call's lifetime while its cache can answer without starting the call at all.
+
+Wrappers leave notes for the ones outside them on the ``ToolMessage`` itself
+(``response_metadata["agent_ng"]``: ``elapsed_s``, ``cached``, ``timed_out``), so the
+checkpointed result also says how it came about.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import reduce
 from typing import Any
 
@@ -25,6 +32,10 @@ from tools import progress
 
 Execute = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]]
 ToolCallWrapper = Callable[[ToolCallRequest, Execute], Awaitable[ToolMessage | Command]]
+Estimate = Callable[[str], Awaitable[float | None]]
+"""A tool's expected duration in seconds from its name, None when unknown."""
+
+NOTES_KEY = progress.EVENT_KEY
 
 PREVIEW_CHARS = 2000
 
@@ -32,8 +43,11 @@ PREVIEW_CHARS = 2000
 def make_tool_node(
     tools: Sequence[BaseTool], wrappers: Sequence[ToolCallWrapper] = ()
 ) -> ToolNode:
+    """A ``ToolNode`` whose calls go through ``wrappers`` (outer first) and a ``Lifecycle``."""
+    if not any(isinstance(w, Lifecycle) for w in wrappers):
+        wrappers = (*wrappers, lifecycle)
     return ToolNode(
-        tools, awrap_tool_call=chain(*wrappers, lifecycle), handle_tool_errors=tool_error_message
+        tools, awrap_tool_call=chain(*wrappers), handle_tool_errors=tool_error_message
     )
 
 
@@ -56,28 +70,70 @@ def chain(*wrappers: ToolCallWrapper) -> ToolCallWrapper:
     return reduce(compose, wrappers)
 
 
-async def lifecycle(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
-    """Report the call's start and end, and scope its progress reports to its id."""
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """Report the call's start and end, and scope its progress reports to its id.
+
+    ``expected_s`` (e.g. ``nodes.eta.expected_duration``) gives ``tool_start`` its ``eta_s``
+    and lets progress reports blend the tool's history into their remaining time.
+    """
+
+    expected_s: Estimate | None = None
+
+    async def __call__(self, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
+        call = request.tool_call
+        expected = await self.expected_s(call["name"]) if self.expected_s else None
+        write = both_streams(request.runtime.stream_writer)
+        with progress.tool_call_scope(call["id"], call["name"], write, expected) as scope:
+            scope.emit("tool_start", args=call["args"], eta_s=expected, cached=False)
+            try:
+                result = await execute(request)
+            except asyncio.CancelledError:
+                scope.emit("tool_error", error="cancelled", elapsed_s=scope.elapsed())
+                raise
+            elapsed = scope.elapsed()
+            if isinstance(result, ToolMessage):
+                result = noted(result, elapsed_s=elapsed)
+            report_end(scope, result, elapsed, cached=False)
+            return result
+
+
+lifecycle = Lifecycle()
+
+
+def report_cached(request: ToolCallRequest, message: ToolMessage) -> None:
+    """Report a call answered without running (a cache hit): start, result and completion."""
     call = request.tool_call
     write = both_streams(request.runtime.stream_writer)
     with progress.tool_call_scope(call["id"], call["name"], write) as scope:
-        scope.emit("tool_start", args=call["args"], eta_s=None, cached=False)
-        try:
-            result = await execute(request)
-        except asyncio.CancelledError:
-            scope.emit("tool_error", error="cancelled", elapsed_s=scope.elapsed())
-            raise
-        elapsed = scope.elapsed()
-        if isinstance(result, ToolMessage):
-            text = result.text
-            scope.emit("tool_result", content=preview(text), status=result.status)
-            if result.status == "error":
-                scope.emit("tool_error", error=text, elapsed_s=elapsed)
-            else:
-                scope.emit("tool_complete", elapsed_s=elapsed, cached=False)
-        else:
-            scope.emit("tool_complete", elapsed_s=elapsed, cached=False)
-        return result
+        scope.emit("tool_start", args=call["args"], eta_s=0.0, cached=True)
+        report_end(scope, message, scope.elapsed(), cached=True)
+
+
+def report_end(
+    scope: progress.ToolCallScope, result: ToolMessage | Command, elapsed: float, *, cached: bool
+) -> None:
+    """``tool_result`` for a message, then ``tool_error`` if it failed, else ``tool_complete``."""
+    if isinstance(result, ToolMessage):
+        text = result.text
+        scope.emit("tool_result", content=preview(text), status=result.status)
+        if result.status == "error":
+            scope.emit("tool_error", error=text, elapsed_s=elapsed)
+            return
+    scope.emit("tool_complete", elapsed_s=elapsed, cached=cached)
+
+
+def notes(result: ToolMessage | Command) -> dict[str, Any]:
+    """What the wrappers noted on a result (``elapsed_s``, ``cached``, ``timed_out``)."""
+    if not isinstance(result, ToolMessage):
+        return {}
+    return result.response_metadata.get(NOTES_KEY) or {}
+
+
+def noted(message: ToolMessage, **fields: Any) -> ToolMessage:
+    """A copy of ``message`` with ``fields`` added to its notes."""
+    metadata = {**message.response_metadata, NOTES_KEY: {**notes(message), **fields}}
+    return message.model_copy(update={"response_metadata": metadata})
 
 
 def both_streams(stream_writer: Callable[[Any], None]) -> Callable[[dict[str, Any]], None]:

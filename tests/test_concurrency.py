@@ -235,7 +235,7 @@ def crowd(group_limits: dict[str, int], replies: list[Reply], *, by_settings: bo
         tools=[configure(net, concurrency_group="net"), local],
         checkpointer=InMemorySaver(),
         settings=run_settings,
-        tool_wrappers=[] if by_settings else [limits],
+        tool_wrappers=None if by_settings else [limits],
     )
     return graph, state, release, limits
 

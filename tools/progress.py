@@ -14,7 +14,9 @@ reports also show in ``langgraph dev``.
             progress.report((i + 1) / n, f"chunk {i + 1} of {n}")
 
 Outside a graph run (a plain ``tool.invoke``) ``report`` does nothing, so tools stay
-testable on their own.
+testable on their own. Once the engine has given up on a call (it timed out), ``report``
+raises ``ToolCallAbandoned``: a sync tool, which a thread cannot cancel, stops at its next
+report instead of working on for nobody, and nothing it reports late reaches the stream.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from threading import Event, Lock
 from time import perf_counter
 from typing import Any
 
@@ -38,6 +41,10 @@ class Progress:
     message: str = ""
 
 
+class ToolCallAbandoned(Exception):
+    """Raised by ``report`` in a tool call the engine no longer waits for (it timed out)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ToolCallScope:
     """The tool call that is running in this context, and where its reports go."""
@@ -46,14 +53,28 @@ class ToolCallScope:
     name: str
     started: float
     write: Callable[[dict[str, Any]], None]
+    expected_s: float | None = None
+    """How long this tool usually takes (from its history), if known."""
+    finished: Event = field(default_factory=Event)
+    """Set when the call is over for the graph; a worker thread can read it safely."""
+    _writing: Lock = field(default_factory=Lock)
 
     def elapsed(self) -> float:
         return perf_counter() - self.started
 
     def emit(self, event: str, **fields: Any) -> None:
-        self.write(
-            {EVENT_KEY: event, "tool_call_id": self.tool_call_id, "name": self.name, **fields}
-        )
+        """Write an event for this call; dropped once the call is over."""
+        with self._writing:
+            if self.finished.is_set():
+                return
+            self.write(
+                {EVENT_KEY: event, "tool_call_id": self.tool_call_id, "name": self.name, **fields}
+            )
+
+    def finish(self) -> None:
+        """End the call for the graph: no write from any thread gets through after this."""
+        with self._writing:
+            self.finished.set()
 
 
 _current: ContextVar[ToolCallScope | None] = ContextVar("agent_ng_tool_call", default=None)
@@ -61,18 +82,23 @@ _current: ContextVar[ToolCallScope | None] = ContextVar("agent_ng_tool_call", de
 
 @contextmanager
 def tool_call_scope(
-    tool_call_id: str, name: str, write: Callable[[dict[str, Any]], None]
+    tool_call_id: str,
+    name: str,
+    write: Callable[[dict[str, Any]], None],
+    expected_s: float | None = None,
 ) -> Iterator[ToolCallScope]:
     """Mark the code inside as running tool call ``tool_call_id``.
 
     Set by the tool-call wrapper around each execution; context variables follow the call
-    into async tools and into the worker thread of sync tools.
+    into async tools and into the worker thread of sync tools. On exit the scope is marked
+    finished, so a worker thread still running the call can no longer write.
     """
-    scope = ToolCallScope(tool_call_id, name, perf_counter(), write)
+    scope = ToolCallScope(tool_call_id, name, perf_counter(), write, expected_s)
     token = _current.set(scope)
     try:
         yield scope
     finally:
+        scope.finish()
         _current.reset(token)
 
 
@@ -81,11 +107,21 @@ def current() -> ToolCallScope | None:
     return _current.get()
 
 
-def remaining_s(fraction: float | None, elapsed_s: float) -> float | None:
-    """Time left if the rest goes as fast as what is done: elapsed * (1 - f) / f."""
-    if fraction is None or fraction <= 0:
-        return None
-    return elapsed_s * (1 - fraction) / fraction
+def remaining_s(
+    fraction: float | None, elapsed_s: float, expected_s: float | None = None
+) -> float | None:
+    """Time left, from the call's own pace and the tool's usual duration.
+
+    The pace (elapsed * (1 - f) / f: the rest goes as fast as what is done) is noisy early
+    and exact at the end; the history (expected - elapsed) is the better guess early on. So
+    the two are weighted by the fraction done, f * pace + (1 - f) * history; either alone
+    when the other is unknown (no fraction, no history, or the call is past its usual time).
+    """
+    pace = None if fraction is None or fraction <= 0 else elapsed_s * (1 - fraction) / fraction
+    history = None if expected_s is None or expected_s <= elapsed_s else expected_s - elapsed_s
+    if pace is None or history is None:
+        return pace if history is None else history
+    return fraction * pace + (1 - fraction) * history
 
 
 def report(fraction: float | None = None, message: str = "") -> None:
@@ -95,11 +131,13 @@ def report(fraction: float | None = None, message: str = "") -> None:
     scope = _current.get()
     if scope is None:
         return
+    if scope.finished.is_set():
+        raise ToolCallAbandoned(f"tool call {scope.tool_call_id} is over; stop working on it")
     elapsed = scope.elapsed()
     scope.emit(
         "tool_progress",
         progress=fraction,
         message=message,
         elapsed_s=elapsed,
-        eta_s=remaining_s(fraction, elapsed),
+        eta_s=remaining_s(fraction, elapsed, scope.expected_s),
     )

@@ -56,6 +56,11 @@ def spec_of(tool_: BaseTool | None) -> ToolSpec:
     return spec if isinstance(spec, ToolSpec) else ToolSpec()
 
 
+# Pure functions of their arguments: a repeated call may reuse the stored result.
+configure(calculator, cacheable=True, timeout_s=10)
+configure(count_primes, cacheable=True)
+
+
 def builtin_tools(settings: Settings | None = None) -> list[BaseTool]:
     """The tools the agent has when none are given; ``sql_query`` only with ``AGENT_SQL_DB``."""
     settings = settings or Settings()

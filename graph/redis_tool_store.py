@@ -1,0 +1,111 @@
+"""The tool store in Redis (``redis://host:6379/0``), shared by replicas, through redis.asyncio.
+
+Every key starts with the store's prefix (``agent-ng:`` by default):
+``cache:<key>`` holds a result (JSON) and expires by itself; ``cache-order``, a sorted set
+scored by store time, says which entries are oldest when the size bound evicts;
+``counts:<tool>`` is a hash of counters; ``durations:<tool>`` a list, newest first, trimmed to
+``durations_kept``; ``tools`` the set of tool names seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from graph.tool_store import (
+    DURATIONS_KEPT,
+    CachedResult,
+    Content,
+    Outcome,
+    ToolCounts,
+    counter_increments,
+)
+
+
+class RedisToolStore:
+    def __init__(
+        self, client, max_entries: int, prefix: str, durations_kept: int = DURATIONS_KEPT
+    ) -> None:
+        self.redis = client
+        self.max_entries = max_entries
+        self.prefix = prefix
+        self.durations_kept = durations_kept
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, url: str, max_entries: int, prefix: str, durations_kept: int = DURATIONS_KEPT
+    ) -> AsyncIterator[RedisToolStore]:
+        try:
+            from redis.asyncio import Redis
+        except ImportError as e:
+            raise RuntimeError(
+                "a redis:// cache URL needs the redis extra: pip install 'agent-ng[redis]'"
+            ) from e
+        client = Redis.from_url(url, decode_responses=True)
+        try:
+            await client.ping()
+            yield cls(client, max_entries, prefix, durations_kept)
+        finally:
+            await client.aclose()
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def cached(self, key: str, now: float) -> CachedResult | None:
+        raw = await self.redis.get(self._key("cache", key))
+        if raw is None:
+            return None
+        entry = json.loads(raw)
+        return (
+            CachedResult(entry["content"], entry["expires_at"])
+            if entry["expires_at"] > now
+            else None
+        )
+
+    async def cache(self, key: str, content: Content, now: float, ttl_s: float) -> None:
+        order = self._key("cache-order")
+        value = json.dumps({"content": content, "expires_at": now + ttl_s})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key("cache", key), value, px=max(1, math.ceil(ttl_s * 1000)))
+            pipe.zadd(order, {key: now})
+            pipe.zcard(order)
+            *_, size = await pipe.execute()
+        if size > self.max_entries:
+            evicted = await self.redis.zpopmin(order, size - self.max_entries)
+            await self.redis.delete(*(self._key("cache", k) for k, _ in evicted))
+
+    async def record(self, tool: str, outcome: Outcome, duration_s: float | None) -> None:
+        counts = self._key("counts", tool)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(self._key("tools"), tool)
+            for name, add in counter_increments(outcome).items():
+                pipe.hincrby(counts, name, add)
+            if outcome == "ok" and duration_s is not None:
+                durations = self._key("durations", tool)
+                pipe.lpush(durations, repr(duration_s))
+                pipe.ltrim(durations, 0, self.durations_kept - 1)
+            await pipe.execute()
+
+    async def durations(self, tool: str, limit: int) -> list[float]:
+        return [
+            float(d) for d in await self.redis.lrange(self._key("durations", tool), 0, limit - 1)
+        ]
+
+    async def counts(self) -> list[ToolCounts]:
+        tools = sorted(await self.redis.smembers(self._key("tools")))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tool in tools:
+                pipe.hgetall(self._key("counts", tool))
+                pipe.lrange(self._key("durations", tool), 0, -1)
+            replies = await pipe.execute()
+        return [
+            ToolCounts(
+                tool,
+                **{name: int(value) for name, value in counts.items()},
+                durations=tuple(float(d) for d in durations),
+            )
+            for tool, counts, durations in zip(tools, replies[::2], replies[1::2], strict=True)
+        ]

@@ -1,0 +1,133 @@
+"""The tool store in a SQLite file (``sqlite:///path.db``), through aiosqlite.
+
+One connection per store, its own thread, so no call blocks the event loop; autocommit, and
+WAL mode with a busy timeout so several processes can read and write the same file. Cache
+entries are evicted in insertion order, which SQLite's rowid already records.
+
+Each statement is a round trip to the connection's thread, and parallel tools tend to finish
+together, so calls recorded at the same moment share one write (group commit): 16 parallel
+calls cost 3 round trips, not 48.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+
+from graph.checkpoint import sqlite_path
+from graph.tool_store import (
+    DURATIONS_KEPT,
+    CachedResult,
+    Content,
+    Outcome,
+    ToolCounts,
+    counter_increments,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tool_cache (
+    key TEXT PRIMARY KEY, content TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS tool_cache_expiry ON tool_cache (expires_at);
+CREATE TABLE IF NOT EXISTS tool_counts (
+    tool TEXT PRIMARY KEY, calls INTEGER NOT NULL, errors INTEGER NOT NULL,
+    timeouts INTEGER NOT NULL, cache_hits INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tool_durations (
+    id INTEGER PRIMARY KEY, tool TEXT NOT NULL, seconds REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS tool_durations_by_tool ON tool_durations (tool, id);
+"""
+
+
+class SqliteToolStore:
+    def __init__(
+        self, db: aiosqlite.Connection, max_entries: int, durations_kept: int = DURATIONS_KEPT
+    ) -> None:
+        self.db = db
+        self.max_entries = max_entries
+        self.durations_kept = durations_kept
+        self._pending: list[tuple[str, Outcome, float | None]] = []
+        self._batch: asyncio.Future[None] | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, url: str, max_entries: int, durations_kept: int = DURATIONS_KEPT
+    ) -> AsyncIterator[SqliteToolStore]:
+        path = sqlite_path(url)
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        async with aiosqlite.connect(path, isolation_level=None) as db:
+            await db.execute("PRAGMA busy_timeout = 5000")
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.executescript(SCHEMA)
+            yield cls(db, max_entries, durations_kept)
+
+    async def cached(self, key: str, now: float) -> CachedResult | None:
+        async with self.db.execute(
+            "SELECT content, expires_at FROM tool_cache WHERE key = ? AND expires_at > ?",
+            (key, now),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return CachedResult(json.loads(row[0]), row[1]) if row else None
+
+    async def cache(self, key: str, content: Content, now: float, ttl_s: float) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO tool_cache (key, content, expires_at) VALUES (?, ?, ?)",
+            (key, json.dumps(content), now + ttl_s),
+        )
+        await self.db.execute(
+            "DELETE FROM tool_cache WHERE expires_at <= ? OR rowid <= "
+            "(SELECT rowid FROM tool_cache ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+            (now, self.max_entries),
+        )
+
+    async def record(self, tool: str, outcome: Outcome, duration_s: float | None) -> None:
+        self._pending.append((tool, outcome, duration_s))
+        if self._batch is None:
+            self._batch = asyncio.ensure_future(self._write_pending())
+        await asyncio.shield(self._batch)
+
+    async def _write_pending(self) -> None:
+        """Write every record made since the batch was scheduled, one statement kind at a time."""
+        batch, self._pending, self._batch = self._pending, [], None
+        await self.db.executemany(
+            "INSERT INTO tool_counts (tool, calls, errors, timeouts, cache_hits) "
+            "VALUES (:tool, :calls, :errors, :timeouts, :cache_hits) "
+            "ON CONFLICT (tool) DO UPDATE SET calls = calls + :calls, "
+            "errors = errors + :errors, timeouts = timeouts + :timeouts, "
+            "cache_hits = cache_hits + :cache_hits",
+            [{"tool": tool, **counter_increments(outcome)} for tool, outcome, _ in batch],
+        )
+        durations = [(t, d) for t, outcome, d in batch if outcome == "ok" and d is not None]
+        if not durations:
+            return
+        await self.db.executemany(
+            "INSERT INTO tool_durations (tool, seconds) VALUES (?, ?)", durations
+        )
+        await self.db.executemany(
+            "DELETE FROM tool_durations WHERE tool = ? AND id <= (SELECT id FROM tool_durations"
+            " WHERE tool = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            [(tool, tool, self.durations_kept) for tool in {t for t, _ in durations}],
+        )
+
+    async def durations(self, tool: str, limit: int) -> list[float]:
+        async with self.db.execute(
+            "SELECT seconds FROM tool_durations WHERE tool = ? ORDER BY id DESC LIMIT ?",
+            (tool, limit),
+        ) as cursor:
+            return [row[0] for row in await cursor.fetchall()]
+
+    async def counts(self) -> list[ToolCounts]:
+        async with self.db.execute(
+            "SELECT tool, calls, errors, timeouts, cache_hits FROM tool_counts ORDER BY tool"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            ToolCounts(*row, durations=tuple(await self.durations(row[0], self.durations_kept)))
+            for row in rows
+        ]

@@ -1,0 +1,138 @@
+"""What the tool engine keeps beyond one call: cached results, recent durations, counters.
+
+    async with open_tool_store("sqlite:///tool_engine.db") as store:
+        graph = build_graph(checkpointer=saver, tool_store=store)
+
+Chosen by one URL (``AGENT_CACHE_URL``), like the checkpointer: ``memory://`` keeps it in
+the process (``build_graph``'s default when given no store), ``sqlite:///path.db`` in a file
+beside the checkpoints (the default URL: survives restarts, and WAL mode lets the processes of
+one machine share it), ``redis://host:6379/0`` in Redis when replicas share it.
+
+The cache is bounded: past ``max_entries`` the oldest entries are evicted. Durations are kept
+per tool for its last ``durations_kept`` successful runs (the ETA and the quantiles read
+them); counters are kept forever.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+Outcome = Literal["ok", "error", "timeout", "cached"]
+Content = str | list[Any]
+"""A ``ToolMessage``'s content: text, or a list of content blocks."""
+
+DURATIONS_KEPT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResult:
+    content: Content
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCounts:
+    """One tool's record: every call is one of ok, error, timeout (cache hits are ok calls)."""
+
+    tool: str
+    calls: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    cache_hits: int = 0
+    durations: tuple[float, ...] = ()
+    """Seconds taken by the most recent successful runs, newest first."""
+
+
+class ToolStore(Protocol):
+    async def cached(self, key: str, now: float) -> CachedResult | None:
+        """The result stored under ``key`` unless it expired by ``now``."""
+
+    async def cache(self, key: str, content: Content, now: float, ttl_s: float) -> None:
+        """Store a result until ``now + ttl_s``, evicting the oldest past the size bound."""
+
+    async def record(self, tool: str, outcome: Outcome, duration_s: float | None) -> None:
+        """Count one call; a duration is kept for ``ok`` runs that really ran."""
+
+    async def durations(self, tool: str, limit: int) -> list[float]:
+        """The tool's most recent successful run durations, newest first."""
+
+    async def counts(self) -> list[ToolCounts]:
+        """Every tool's record, by name."""
+
+
+def counter_increments(outcome: Outcome) -> dict[str, int]:
+    """What one call adds to each counter."""
+    return {
+        "calls": 1,
+        "errors": int(outcome == "error"),
+        "timeouts": int(outcome == "timeout"),
+        "cache_hits": int(outcome == "cached"),
+    }
+
+
+class MemoryToolStore:
+    """The store in this process only: for tests and for graphs built without one."""
+
+    def __init__(self, max_entries: int = 10_000, durations_kept: int = DURATIONS_KEPT) -> None:
+        self.max_entries = max_entries
+        self.durations_kept = durations_kept
+        self._cache: OrderedDict[str, CachedResult] = OrderedDict()
+        self._counts: dict[str, dict[str, int]] = {}
+        self._durations: dict[str, deque[float]] = {}
+
+    async def cached(self, key: str, now: float) -> CachedResult | None:
+        entry = self._cache.get(key)
+        return entry if entry is not None and entry.expires_at > now else None
+
+    async def cache(self, key: str, content: Content, now: float, ttl_s: float) -> None:
+        self._cache.pop(key, None)
+        self._cache[key] = CachedResult(content, now + ttl_s)
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+
+    async def record(self, tool: str, outcome: Outcome, duration_s: float | None) -> None:
+        counts = self._counts.setdefault(tool, dict.fromkeys(counter_increments(outcome), 0))
+        for name, add in counter_increments(outcome).items():
+            counts[name] += add
+        if outcome == "ok" and duration_s is not None:
+            self._durations.setdefault(tool, deque(maxlen=self.durations_kept)).appendleft(
+                duration_s
+            )
+
+    async def durations(self, tool: str, limit: int) -> list[float]:
+        return list(self._durations.get(tool, ()))[:limit]
+
+    async def counts(self) -> list[ToolCounts]:
+        return [
+            ToolCounts(tool, **counts, durations=tuple(self._durations.get(tool, ())))
+            for tool, counts in sorted(self._counts.items())
+        ]
+
+
+@asynccontextmanager
+async def open_tool_store(
+    url: str, *, max_entries: int = 10_000, key_prefix: str = "agent-ng:"
+) -> AsyncIterator[ToolStore]:
+    """The store for ``url``, open for the duration of the block (``key_prefix``: Redis only)."""
+    scheme, _, _ = url.partition("://")
+    if scheme == "memory":
+        yield MemoryToolStore(max_entries)
+    elif scheme == "sqlite":
+        from graph.sqlite_tool_store import SqliteToolStore
+
+        async with SqliteToolStore.open(url, max_entries) as store:
+            yield store
+    elif scheme in ("redis", "rediss"):
+        from graph.redis_tool_store import RedisToolStore
+
+        async with RedisToolStore.open(url, max_entries, key_prefix) as store:
+            yield store
+    else:
+        raise ValueError(
+            f"unsupported tool store URL {url!r} (AGENT_CACHE_URL): use memory://, "
+            "sqlite:///path.db or redis://host:6379/0"
+        )

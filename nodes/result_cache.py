@@ -1,0 +1,90 @@
+"""Result cache: a repeated call of a cacheable tool is answered from the store.
+
+    ResultCache(store, default_ttl_s=settings.cache_ttl_s)
+
+A tool opts in with ``configure(tool, cacheable=True, cache_ttl_s=...)``: it must be a pure
+function of its arguments. The key is the tool's name and its arguments as canonical JSON
+(sorted keys), hashed; a hit within the TTL returns the stored content without running the
+tool, reported as its own ``tool_start`` / ``tool_result`` / ``tool_complete`` with
+``cached: true``. Only successful plain results are stored: errors, timeouts, ``Command``s
+and results with an artifact never are. The cache sits outside ``Lifecycle`` (and outside any
+concurrency limit), so a hit neither waits for a slot nor counts as a run.
+
+If the store fails, the call runs uncached and the failure is logged: a cache outage costs
+speed, never an answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import ToolMessage
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Command
+
+from graph.tool_store import ToolStore
+from nodes.tool_calls import Execute, noted, notes, report_cached
+from tools.registry import spec_of
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(name: str, args: dict[str, Any]) -> str | None:
+    """Same tool + same arguments (in any key order) = same key; None if not JSON."""
+    try:
+        canonical = json.dumps([name, args], sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def storable(result: ToolMessage | Command) -> bool:
+    return (
+        isinstance(result, ToolMessage)
+        and result.status == "success"
+        and result.artifact is None
+        and not notes(result).get("timed_out")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ResultCache:
+    store: ToolStore
+    default_ttl_s: float
+    clock: Callable[[], float] = field(default=time.time)
+    """Wall-clock seconds; tests pass their own to move time without waiting."""
+
+    async def __call__(self, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
+        spec = spec_of(request.tool)
+        call = request.tool_call
+        key = cache_key(call["name"], call["args"]) if spec.cacheable else None
+        if key is None:
+            return await execute(request)
+        try:
+            hit = await self.store.cached(key, self.clock())
+        except Exception:
+            log.warning(
+                "tool cache lookup failed; running %s uncached", call["name"], exc_info=True
+            )
+            return await execute(request)
+        if hit is not None:
+            message = ToolMessage(content=hit.content, name=call["name"], tool_call_id=call["id"])
+            message = noted(message, cached=True)
+            report_cached(request, message)
+            return message
+        result = await execute(request)
+        if storable(result):
+            ttl_s = spec.cache_ttl_s or self.default_ttl_s
+            try:
+                await self.store.cache(key, result.content, self.clock(), ttl_s)
+            except Exception:
+                log.warning(
+                    "storing %s's result in the tool cache failed", call["name"], exc_info=True
+                )
+        return result
