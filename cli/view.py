@@ -53,7 +53,10 @@ class TurnView:
             row = ToolRow(event.name or "?", event.args)
             self.rows[event.tool_call_id or ""] = row
             self._tools()[event.tool_call_id or ""] = row
-        elif event.tool_call_id in self.rows:
+        elif event.tool_call_id:
+            if event.tool_call_id not in self.rows:  # a resumed run: its calls were made before
+                row = ToolRow(event.name or "?", event.args if event.args is not None else {})
+                self.rows[event.tool_call_id] = self._tools()[event.tool_call_id] = row
             self._update(self.rows[event.tool_call_id], event)
         elif event.type == "run_end":
             self.status = event.status
@@ -148,6 +151,8 @@ class PlainView:
             return f"[{name}] done in {seconds(event.elapsed_s)}{' (cached)' if event.cached else ''}"
         if event.type == "tool_error":
             return f"[{name}] failed after {seconds(event.elapsed_s)}: {event.error}"
+        if event.type == "interrupt":
+            return f"(waiting for an answer: {event.value})"
         if event.type == "run_end":
             return "" if event.status == "done" else f"(run ended: {event.status})"
         return None
