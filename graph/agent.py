@@ -26,7 +26,9 @@ from langgraph.types import Send
 from graph.models import chat_model
 from graph.settings import Settings
 from graph.state import AgentState
+from nodes.approval import require_approval
 from nodes.llm import make_llm_node
+from nodes.memory import make_memory
 from nodes.tool_calls import ToolCallWrapper, make_tool_node
 from tools.registry import adapt_all, builtin_tools
 
@@ -63,10 +65,16 @@ def build_graph(
     builder.add_node(
         LLM,
         make_llm_node(
-            model, tools, max_steps=settings.max_steps, system_prompt=settings.system_prompt
+            model,
+            tools,
+            max_steps=settings.max_steps,
+            system_prompt=settings.system_prompt,
+            memory=make_memory(
+                model, max_tokens=settings.memory_max_tokens, summarize=settings.memory_summary
+            ),
         ),
     )
-    builder.add_node(TOOLS, make_tool_node(tools, tool_wrappers))
+    builder.add_node(TOOLS, make_tool_node(tools, [require_approval, *tool_wrappers]))
     builder.add_edge(START, LLM)
     builder.add_conditional_edges(LLM, route_tool_calls, [TOOLS, LLM, END])
     builder.add_edge(TOOLS, LLM)
