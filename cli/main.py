@@ -3,6 +3,8 @@
     agent-ng ask "what is 17*23 and how many primes are below 200000?"
     agent-ng ask "what did I ask before?" --thread demo
     agent-ng chat --thread demo
+    agent-ng resume --thread demo        # after a crash, or to answer approvals later
+    agent-ng threads list | show ID | fork ID | delete ID
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from langchain_core.messages import HumanMessage
 from rich.console import Console
 from rich.live import Live
 
+from cli import threads
+from cli.approvals import settle
 from cli.view import PlainView, TurnView
 from graph.agent import build_graph
 from graph.checkpoint import open_checkpointer
 from graph.events import stream
 from graph.settings import Settings
+from graph.thread_lock import ThreadBusyError
 
 app = typer.Typer(help="A LangGraph agent that shows everything as it happens.", no_args_is_help=True)
+app.add_typer(threads.app, name="threads")
 
 Thread = Annotated[str | None, typer.Option("--thread", "-t", help="Thread id to continue (default: a new thread).")]
 
@@ -35,7 +41,7 @@ def ask(
 ) -> None:
     """Ask one question; the answer and each tool stream live."""
     thread = thread or new_thread_id()
-    status = asyncio.run(converse([question], thread))
+    status = run_cli(converse([question], thread))
     finish(thread, status)
 
 
@@ -43,8 +49,38 @@ def ask(
 def chat(thread: Thread = None) -> None:
     """Talk in a loop on one thread (empty line or Ctrl-D ends)."""
     thread = thread or new_thread_id()
-    status = asyncio.run(converse(prompts(), thread))
+    status = run_cli(converse(prompts(), thread))
     finish(thread, status)
+
+
+@app.command()
+def resume(thread: Annotated[str, typer.Option("--thread", "-t", help="Thread id to resume.")]) -> None:
+    """Continue a thread whose run stopped mid-way (a crash) or waits for an approval."""
+    finish(thread, run_cli(resume_thread(thread)))
+
+
+async def resume_thread(thread: str) -> str | None:
+    """Finish the thread's pending step from its checkpoint: only unfinished tools run again."""
+    settings = Settings()
+    async with open_checkpointer(settings.checkpoint_url, pool_size=settings.checkpoint_pool_size) as saver:
+        graph = build_graph(checkpointer=saver, settings=settings)
+        config = {"configurable": {"thread_id": thread}}
+        snapshot = await graph.aget_state(config)
+        if snapshot.metadata is None:
+            raise typer.BadParameter(f"no thread {thread!r}", param_hint="--thread")
+        if not snapshot.tasks:
+            typer.echo(f"thread {thread} has nothing to resume: its last run finished", err=True)
+            return None
+        status = "interrupted" if snapshot.interrupts else await show_run(graph, None, config)
+        return await settle(graph, config, status, show_run, Console())
+
+
+def run_cli(coroutine) -> str | None:
+    try:
+        return asyncio.run(coroutine)
+    except ThreadBusyError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
 
 
 def prompts():
@@ -63,17 +99,18 @@ async def converse(questions, thread: str) -> str | None:
     """Run each question as a turn on ``thread``; the graph and checkpointer live for the session."""
     settings = Settings()
     status = None
-    async with open_checkpointer(settings.checkpoint_url) as saver:
+    async with open_checkpointer(settings.checkpoint_url, pool_size=settings.checkpoint_pool_size) as saver:
         graph = build_graph(checkpointer=saver, settings=settings)
         config = {"configurable": {"thread_id": thread}}
         for question in questions:
-            status = await show_turn(graph, question, config)
+            status = await show_run(graph, {"messages": [HumanMessage(question)]}, config)
+            status = await settle(graph, config, status, show_run, Console())
     return status
 
 
-async def show_turn(graph, question: str, config: dict) -> str | None:
+async def show_run(graph, input, config: dict) -> str | None:
     console = Console()
-    events = stream(graph, {"messages": [HumanMessage(question)]}, config)
+    events = stream(graph, input, config)
     if not console.is_terminal:
         view = PlainView(sys.stdout)
         async for event in events:
