@@ -53,6 +53,8 @@ class TurnView:
             row = ToolRow(event.name or "?", event.args)
             self.rows[event.tool_call_id or ""] = row
             self._tools()[event.tool_call_id or ""] = row
+        elif event.type == "interrupt" and isinstance(event.value, dict) and event.value.get("tool_call_id") in self.rows:
+            self.rows[event.value["tool_call_id"]].state = "waiting"
         elif event.tool_call_id:
             if event.tool_call_id not in self.rows:  # a resumed run: its calls were made before
                 row = ToolRow(event.name or "?", event.args if event.args is not None else {})
@@ -103,7 +105,8 @@ def tool_table(rows: dict[str, ToolRow]) -> Table:
 def status_mark(row: ToolRow) -> RenderableType:
     if row.state == "running":
         return Spinner("dots", style="yellow")
-    return {"done": Text("✓", style="green"), "error": Text("✗", style="red")}.get(row.state, Text("·", style="dim"))
+    marks = {"done": Text("✓", style="green"), "error": Text("✗", style="red"), "waiting": Text("?", style="bold yellow")}
+    return marks.get(row.state, Text("·", style="dim"))
 
 
 def call_label(row: ToolRow, limit: int = 48) -> str:

@@ -58,7 +58,6 @@ async def postgres_saver(url: str, pool_size: int) -> AsyncIterator[BaseCheckpoi
     """An ``AsyncPostgresSaver`` on a connection pool, set up once, with advisory thread locks."""
     try:
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-        from psycopg import AsyncConnection
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
     except ImportError as e:
@@ -68,18 +67,20 @@ async def postgres_saver(url: str, pool_size: int) -> AsyncIterator[BaseCheckpoi
         ) from e
 
     connection = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
-    async with (
-        AsyncConnectionPool(url, min_size=1, max_size=pool_size, kwargs=connection, open=False) as pool,
-        await AsyncConnection.connect(url, autocommit=True) as lock_session,
-    ):
+    async with AsyncConnectionPool(url, min_size=1, max_size=pool_size, kwargs=connection, open=False) as pool:
         saver = AsyncPostgresSaver(pool)
-        await lock_session.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK_KEY,))
+        locks = PostgresThreadLocks(url)
         try:
-            await saver.setup()
+            session = await locks.session()
+            await session.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK_KEY,))
+            try:
+                await saver.setup()
+            finally:
+                await session.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
+            attach(saver, locks)
+            yield saver
         finally:
-            await lock_session.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
-        attach(saver, PostgresThreadLocks(lock_session))
-        yield saver
+            await locks.close()
 
 
 def sqlite_path(url: str) -> str:

@@ -19,6 +19,7 @@ Refusing instead of waiting keeps the caller in charge: retry later, or tell the
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import os
@@ -98,26 +99,55 @@ class FileThreadLocks(ThreadLocks):
 
 
 class PostgresThreadLocks(ThreadLocks):
-    """Session advisory locks on one connection of this process: every replica sees them."""
+    """Session advisory locks on one connection of this process: every replica sees them.
 
-    def __init__(self, conn: Any) -> None:
+    If that session is lost, PostgreSQL has released its locks; the next lock opens a new one
+    (runs holding a lock then are no longer protected from other replicas until they end).
+    """
+
+    def __init__(self, url: str) -> None:
         super().__init__()
-        self.conn = conn
-        """A ``psycopg.AsyncConnection`` in autocommit mode, kept open by the owner."""
+        self.url = url
+        self._conn: Any = None
+        self._connecting = asyncio.Lock()
+        self._held: dict[str, Any] = {}
+
+    async def session(self) -> Any:
+        """The live session (``psycopg.AsyncConnection``, autocommit), opened when needed."""
+        from psycopg import AsyncConnection
+
+        async with self._connecting:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = await AsyncConnection.connect(self.url, autocommit=True)
+            return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
 
     async def _acquire(self, thread_id: str) -> bool:
-        cur = await self.conn.execute(
-            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-            (ADVISORY_LOCK_PREFIX + thread_id,),
-        )
+        from psycopg import OperationalError
+
+        query = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
+        conn = await self.session()
+        try:
+            cur = await conn.execute(query, (ADVISORY_LOCK_PREFIX + thread_id,))
+        except OperationalError:
+            if not conn.broken:
+                raise
+            conn = await self.session()
+            cur = await conn.execute(query, (ADVISORY_LOCK_PREFIX + thread_id,))
         row = await cur.fetchone()
+        if row[0]:
+            self._held[thread_id] = conn
         return bool(row[0])
 
     async def _release(self, thread_id: str) -> None:
-        await self.conn.execute(
-            "SELECT pg_advisory_unlock(hashtextextended(%s, 0))",
-            (ADVISORY_LOCK_PREFIX + thread_id,),
-        )
+        conn = self._held.pop(thread_id)
+        if not (conn.closed or conn.broken):
+            await conn.execute(
+                "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (ADVISORY_LOCK_PREFIX + thread_id,)
+            )
 
 
 _locks: WeakKeyDictionary[BaseCheckpointSaver, ThreadLocks] = WeakKeyDictionary()

@@ -200,3 +200,17 @@ async def test_without_an_answer_the_cli_leaves_the_thread_waiting(monkeypatch):
     monkeypatch.setattr(console, "input", eof)
     assert await settle(graph, cfg, "interrupted", None, console) == "interrupted"
     assert log == [] and (await graph.aget_state(cfg)).interrupts
+
+
+def test_the_live_view_marks_waiting_calls_and_shows_calls_of_a_resumed_run():
+    from cli.view import TurnView
+
+    view = TurnView()
+    view.handle(AgentEvent("tool_call", "r", "t", 0.0, tool_call_id="c1", name="remove", args={"path": "/a"}))
+    view.handle(AgentEvent("interrupt", "r", "t", 0.0, value={"type": "approval", "tool_call_id": "c1"}))
+    assert view.rows["c1"].state == "waiting"
+
+    resumed = TurnView()
+    resumed.handle(AgentEvent("tool_start", "r2", "t", 0.0, tool_call_id="c1", name="remove", args={"path": "/a"}))
+    resumed.handle(AgentEvent("tool_complete", "r2", "t", 0.1, tool_call_id="c1", name="remove", elapsed_s=0.1))
+    assert resumed.rows["c1"].state == "done" and resumed.rows["c1"].args == {"path": "/a"}

@@ -128,3 +128,27 @@ async def test_a_second_run_on_a_busy_thread_is_refused_and_writes_nothing(check
             assert after[-1].status == "done", "the thread is free once the first run ended"
             texts = [m.text for m in (await first.aget_state(config)).values["messages"]]
             assert texts[-2:] == ["second", "second done"]
+
+
+async def test_a_lost_lock_session_is_reopened_and_still_refuses_a_busy_thread():
+    from psycopg import AsyncConnection
+
+    from graph.thread_lock import locks_of
+    from tests.conftest import POSTGRES_URL
+
+    thread = f"lost-{uuid.uuid4().hex}"
+    config = {"configurable": {"thread_id": thread}}
+    settings = Settings(system_prompt="")
+    async with open_checkpointer(POSTGRES_URL) as saver, open_checkpointer(POSTGRES_URL) as other:
+        graph = build_graph(ScriptedModel(replies=[Reply(text="one"), Reply(text="two")]), tools=[], checkpointer=saver, settings=settings)
+        rival = build_graph(ScriptedModel(replies=[]), tools=[], checkpointer=other, settings=settings)
+        session = await locks_of(saver).session()
+        async with await AsyncConnection.connect(POSTGRES_URL, autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (session.info.backend_pid,))
+        async with asyncio.timeout(GUARD_S):
+            first = [e async for e in stream(graph, {"messages": [HumanMessage("a")]}, config)]
+            assert first[-1].status == "done"
+            assert (await locks_of(saver).session()) is not session, "a new session was opened"
+            async with locks_of(saver).hold(thread):
+                with pytest.raises(ThreadBusyError):
+                    [e async for e in stream(rival, {"messages": [HumanMessage("b")]}, config)]
