@@ -70,12 +70,15 @@ def make_memory(
     token_counter: TokenCounter | None = None,
 ) -> Memory:
     """Trim to ``max_tokens`` (0: send everything) and optionally summarise what is dropped."""
-    count = token_counter or token_counter_for(model)
+    counters = [token_counter] if token_counter else []
 
     async def recall(system: list[SystemMessage], state: AgentState) -> Recall:
         history = state["messages"]
         if not max_tokens:
             return Recall([*system, *history])
+        if not counters:  # chosen on first use: probing a tokenizer may try to fetch its files
+            counters.append(token_counter_for(model))
+        count = counters[0]
         summary = state.get("summary", "") if summarize else ""
         budget = max_tokens - count(with_summary(system, summary))
         kept = window(history, budget, count)
