@@ -65,8 +65,9 @@ def list_(limit: Annotated[int, typer.Option(help="How many threads, newest firs
     """The most recently used threads."""
     infos = run(lambda graph: list_threads(graph, limit))
     table = Table("thread", "updated", "messages", "status", "last question")
+    table.columns[0].overflow = "fold"
     for info in infos:
-        table.add_row(info.thread_id, info.updated_at or "", str(info.messages), info.status, escape(info.last_question or ""))
+        table.add_row(info.thread_id, when(info.updated_at), str(info.messages), info.status, escape(info.last_question or ""))
     Console().print(table if infos else "no threads yet")
 
 
@@ -83,10 +84,14 @@ def show(
         console.print(message_line(message), highlight=False)
     for waiting in history.interrupts:
         console.print(f"[yellow]waiting for approval:[/] {escape(json.dumps(waiting.value, default=str))}")
-    table = Table("checkpoint", "created", "step", "source", "next", "messages")
+    console.print("[bold]checkpoints[/] (newest first; fork from any with --checkpoint):")
     for c in history.checkpoints:
-        table.add_row(c.checkpoint_id, c.created_at or "", str(c.step), c.source or "", ",".join(c.next), str(c.messages))
-    console.print(table)
+        console.print(
+            f"  {c.checkpoint_id}  {when(c.created_at)}  step {c.step}  {c.messages} messages"
+            + (f"  next: {', '.join(c.next)}" if c.next else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -126,3 +131,8 @@ def message_line(message: AnyMessage) -> str:
         )
         return f"[bold]assistant:[/] {escape(message.text)}{calls}"
     return f"{message.type}: {escape(message.text)}"
+
+
+def when(timestamp: str | None) -> str:
+    """An ISO timestamp to the second, UTC."""
+    return timestamp[:19].replace("T", " ") if timestamp else ""
