@@ -156,6 +156,7 @@ async def test_an_interrupted_run_is_answered_later_from_another_graph_on_the_sa
         graph = build_graph(model, tools=make_tools(log), checkpointer=saver, settings=settings())
         events = await collect(graph, Command(resume={waiting.interrupt_id: "approve"}), cfg)
         state = await graph.aget_state(cfg)
+        await saver.adelete_thread(thread)
     assert log == [("add", 2, 2), ("remove", "/y")]
     assert events[-1].status == "done"
     assert [m.text for m in state.values["messages"] if isinstance(m, ToolMessage)] == ["4", "removed /y"]

@@ -81,6 +81,8 @@ async def test_fifty_concurrent_runs_on_fifty_threads_lose_and_mix_nothing(check
             assert isinstance(answered, ToolMessage) and answered.tool_call_id == asked.tool_calls[0]["id"]
             assert answered.text == f"{k} met" and final.text == f"job {k} met"
             assert await checkpoint_count(graph, thread) == expected_checkpoints, thread
+        for thread in [f"{prefix}-alone", *(f"{prefix}-{k}" for k in range(RUNS))]:
+            await saver.adelete_thread(thread)
 
 
 @pytest.mark.parametrize("second_store", [False, True], ids=["same-checkpointer", "another-checkpointer"])
@@ -128,6 +130,7 @@ async def test_a_second_run_on_a_busy_thread_is_refused_and_writes_nothing(check
             assert after[-1].status == "done", "the thread is free once the first run ended"
             texts = [m.text for m in (await first.aget_state(config)).values["messages"]]
             assert texts[-2:] == ["second", "second done"]
+        await saver.adelete_thread(thread)
 
 
 async def test_a_lost_lock_session_is_reopened_and_still_refuses_a_busy_thread():
@@ -152,3 +155,4 @@ async def test_a_lost_lock_session_is_reopened_and_still_refuses_a_busy_thread()
             async with locks_of(saver).hold(thread):
                 with pytest.raises(ThreadBusyError):
                     [e async for e in stream(rival, {"messages": [HumanMessage("b")]}, config)]
+        await saver.adelete_thread(thread)

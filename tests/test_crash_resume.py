@@ -70,6 +70,7 @@ async def test_a_killed_run_resumes_running_only_the_unfinished_tool(checkpoint_
     async with open_checkpointer(checkpoint_url) as saver:
         graph = build_graph(ScriptedModel(replies=[]), tools=[], checkpointer=saver, settings=Settings(system_prompt=""))
         history = await show_thread(graph, thread)
+        await saver.adelete_thread(thread)
     results = [m for m in history.messages if isinstance(m, ToolMessage)]
     assert sorted(m.tool_call_id for m in results) == sorted(stored | {blocked}), "one result per call"
     assert sorted(m.text for m in results) == [f"part {i} done" for i in range(4)]

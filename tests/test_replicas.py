@@ -68,6 +68,7 @@ async def test_two_replicas_take_turns_on_one_thread(checkpoint_url, tmp_path):
             assert refused.startswith("turn error ThreadBusyError") and "is busy" in refused
             assert (await b.turn("what is 1+1?")).startswith("turn done")
             state = await graph.aget_state({"configurable": {"thread_id": thread}})
+            await saver.adelete_thread(thread)
 
         assert await a.stop() == 0 and await b.stop() == 0
     questions = [m.text for m in state.values["messages"] if isinstance(m, HumanMessage)]
