@@ -102,9 +102,18 @@ async def converse(questions, thread: str) -> str | None:
     async with open_checkpointer(settings.checkpoint_url, pool_size=settings.checkpoint_pool_size) as saver:
         graph = build_graph(checkpointer=saver, settings=settings)
         config = {"configurable": {"thread_id": thread}}
+        if (await graph.aget_state(config)).tasks:
+            typer.echo(
+                f"thread {thread} has an unfinished run (a crash, or calls waiting for approval); "
+                f"finish it first with: agent-ng resume --thread {thread}",
+                err=True,
+            )
+            return "error"
         for question in questions:
             status = await show_run(graph, {"messages": [HumanMessage(question)]}, config)
             status = await settle(graph, config, status, show_run, Console())
+            if status == "interrupted":
+                break
     return status
 
 

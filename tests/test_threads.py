@@ -169,6 +169,8 @@ def test_resume_in_the_cli_finishes_a_run_that_stopped_mid_step(tmp_path, monkey
             return status_of(await graph.aget_state(cfg("stopped")))
 
     assert asyncio.run(start_and_abandon()) == "pending"
+    refused = CliRunner().invoke(app, ["ask", "something else", "--thread", "stopped"])
+    assert refused.exit_code == 1 and "agent-ng resume --thread stopped" in refused.output
     resumed = CliRunner().invoke(app, ["resume", "--thread", "stopped"])
     assert resumed.exit_code == 0, resumed.output
     assert "42" in resumed.output
