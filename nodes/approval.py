@@ -19,6 +19,7 @@ reason in the new interrupt's ``error``; nothing runs meanwhile.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -90,7 +91,7 @@ async def require_approval(request: ToolCallRequest, execute: Execute) -> ToolMe
         return await execute(request)
     result = await execute(request.override(tool_call={**call, "args": decision.args}))
     if isinstance(result, ToolMessage) and isinstance(result.content, str):
-        result.content = f"(The user edited the arguments to {decision.args!r}.) {result.content}"
+        result.content = f"(The user edited the arguments to {json.dumps(decision.args)}.) {result.content}"
     return result
 
 

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 from typer.testing import CliRunner
 
