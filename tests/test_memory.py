@@ -180,3 +180,45 @@ def test_the_models_own_token_counter_is_used_when_it_works():
     counter = token_counter_for(CountingModel(replies=[]))
     assert counter([HumanMessage("a"), HumanMessage("b")]) == 14
     assert BaseChatModel.get_num_tokens_from_messages is not CountingModel.get_num_tokens_from_messages
+
+
+async def test_the_real_chat_openai_client_sends_the_trimmed_valid_window(openai_server):
+    """End to end through ``ChatOpenAI`` (its tiktoken counter cannot load offline, so the
+    approximate one counts): what reaches the server is trimmed, starts with the system
+    prompt, and answers every tool call id it contains."""
+    from tests.openai_server import Reply as ServerReply
+
+    for k in range(3):
+        openai_server.script.replies += [
+            ServerReply(tool_calls=[("calculator", {"expression": f"{k}*1000"}), ("calculator", {"expression": f"{k}+1"})]),
+            ServerReply(text=f"answer {k} " + "and more words " * 40),
+        ]
+    settings = Settings(
+        checkpoint_url="memory://",
+        openai_base_url=openai_server.base_url,
+        openai_api_key="test",
+        model="test-model",
+        system_prompt="Be brief.",
+        memory_max_tokens=250,
+    )
+    graph = build_graph(checkpointer=InMemorySaver(), settings=settings)
+    cfg = {"configurable": {"thread_id": "openai-trim"}}
+    async with asyncio.timeout(GUARD_S):
+        for k in range(3):
+            events = [e async for e in stream(graph, {"messages": [HumanMessage(f"question {k}")]}, cfg)]
+            assert events[-1].status == "done"
+
+    stored = (await graph.aget_state(cfg)).values["messages"]
+    assert len(stored) == 3 * 5
+    last = openai_server.script.requests[-1]["messages"]
+    assert last[0] == {"role": "system", "content": "Be brief."}
+    assert len(last) - 1 < len(stored), "the request was trimmed"
+    assert last[1] == {"role": "user", "content": "question 2"}
+    for request in openai_server.script.requests:
+        called, answered = set(), set()
+        for message in request["messages"]:
+            called |= {c["id"] for c in message.get("tool_calls") or []}
+            if message["role"] == "tool":
+                assert message["tool_call_id"] in called, "a result without its call"
+                answered.add(message["tool_call_id"])
+        assert called == answered, "a call without its result"
