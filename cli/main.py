@@ -4,6 +4,8 @@
     agent-ng ask "what did I ask before?" --thread demo
     agent-ng chat --thread demo
     agent-ng stats
+    agent-ng resume --thread demo        # after a crash, or to answer approvals later
+    agent-ng threads list | show ID | fork ID | delete ID
 """
 
 from __future__ import annotations
@@ -11,22 +13,29 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 import typer
 from langchain_core.messages import HumanMessage
+from langgraph.graph.state import CompiledStateGraph
 from rich.console import Console
 from rich.live import Live
 
+from cli import threads
+from cli.approvals import settle
 from cli.stats import stats
 from cli.view import PlainView, TurnView
 from graph.agent import build_graph
 from graph.checkpoint import open_checkpointer
 from graph.events import stream
 from graph.settings import Settings
+from graph.thread_lock import ThreadBusyError
 from graph.tool_store import open_tool_store
 
 app = typer.Typer(help="A LangGraph agent that shows everything as it happens.", no_args_is_help=True)
+app.add_typer(threads.app, name="threads")
 
 app.command()(stats)
 
@@ -40,14 +49,56 @@ def ask(
 ) -> None:
     """Ask one question; the answer and each tool stream live."""
     thread = thread or new_thread_id()
-    finish(thread, run(converse([question], thread)))
+    finish(thread, run_cli(converse([question], thread)))
 
 
 @app.command()
 def chat(thread: Thread = None) -> None:
     """Talk in a loop on one thread (empty line or Ctrl-D ends)."""
     thread = thread or new_thread_id()
-    finish(thread, run(converse(prompts(), thread)))
+    finish(thread, run_cli(converse(prompts(), thread)))
+
+
+@app.command()
+def resume(thread: Annotated[str, typer.Option("--thread", "-t", help="Thread id to resume.")]) -> None:
+    """Continue a thread whose run stopped mid-way (a crash) or waits for an approval."""
+    finish(thread, run_cli(resume_thread(thread)))
+
+
+async def resume_thread(thread: str) -> str | None:
+    """Finish the thread's pending step from its checkpoint: only unfinished tools run again."""
+    async with open_agent() as graph:
+        config = {"configurable": {"thread_id": thread}}
+        snapshot = await graph.aget_state(config)
+        if snapshot.metadata is None:
+            raise typer.BadParameter(f"no thread {thread!r}", param_hint="--thread")
+        if not snapshot.tasks:
+            typer.echo(f"thread {thread} has nothing to resume: its last run finished", err=True)
+            return None
+        status = "interrupted" if snapshot.interrupts else await show_run(graph, None, config)
+        return await settle(graph, config, status, show_run, Console())
+
+
+def run_cli(session) -> str | None:
+    """Run a session; a busy thread is a clear error, Ctrl-C ends it as ``cancelled``."""
+    try:
+        return asyncio.run(session)
+    except ThreadBusyError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        return "cancelled"
+
+
+@asynccontextmanager
+async def open_agent() -> AsyncIterator[CompiledStateGraph]:
+    """The graph over the configured checkpointer and tool store, for one CLI session."""
+    settings = Settings()
+    async with (
+        open_checkpointer(settings.checkpoint_url, pool_size=settings.checkpoint_pool_size) as saver,
+        open_tool_store(settings.cache_url, max_entries=settings.cache_max_entries) as tool_store,
+    ):
+        yield build_graph(checkpointer=saver, settings=settings, tool_store=tool_store)
 
 
 def prompts():
@@ -64,22 +115,27 @@ def prompts():
 
 async def converse(questions, thread: str) -> str | None:
     """Run each question as a turn on ``thread``; the graph and checkpointer live for the session."""
-    settings = Settings()
     status = None
-    async with (
-        open_checkpointer(settings.checkpoint_url) as saver,
-        open_tool_store(settings.cache_url, max_entries=settings.cache_max_entries) as tool_store,
-    ):
-        graph = build_graph(checkpointer=saver, settings=settings, tool_store=tool_store)
+    async with open_agent() as graph:
         config = {"configurable": {"thread_id": thread}}
+        if (await graph.aget_state(config)).tasks:
+            typer.echo(
+                f"thread {thread} has an unfinished run (a crash, or calls waiting for approval); "
+                f"finish it first with: agent-ng resume --thread {thread}",
+                err=True,
+            )
+            return "error"
         for question in questions:
-            status = await show_turn(graph, question, config)
+            status = await show_run(graph, {"messages": [HumanMessage(question)]}, config)
+            status = await settle(graph, config, status, show_run, Console())
+            if status == "interrupted":
+                break
     return status
 
 
-async def show_turn(graph, question: str, config: dict) -> str | None:
+async def show_run(graph, input, config: dict) -> str | None:
     console = Console()
-    events = stream(graph, {"messages": [HumanMessage(question)]}, config)
+    events = stream(graph, input, config)
     if not console.is_terminal:
         view = PlainView(sys.stdout)
         async for event in events:
@@ -90,14 +146,6 @@ async def show_turn(graph, question: str, config: dict) -> str | None:
         async for event in events:
             view.handle(event)
     return view.status
-
-
-def run(turns) -> str | None:
-    """Run the session; Ctrl-C ends it with status ``cancelled`` instead of a traceback."""
-    try:
-        return asyncio.run(turns)
-    except KeyboardInterrupt:
-        return "cancelled"
 
 
 def finish(thread: str, status: str | None) -> None:

@@ -53,7 +53,12 @@ class TurnView:
             row = ToolRow(event.name or "?", event.args)
             self.rows[event.tool_call_id or ""] = row
             self._tools()[event.tool_call_id or ""] = row
-        elif event.tool_call_id in self.rows:
+        elif event.type == "interrupt" and isinstance(event.value, dict) and event.value.get("tool_call_id") in self.rows:
+            self.rows[event.value["tool_call_id"]].state = "waiting"
+        elif event.tool_call_id:
+            if event.tool_call_id not in self.rows:  # a resumed run: its calls were made before
+                row = ToolRow(event.name or "?", event.args if event.args is not None else {})
+                self.rows[event.tool_call_id] = self._tools()[event.tool_call_id] = row
             self._update(self.rows[event.tool_call_id], event)
         elif event.type == "run_end":
             self.status = event.status
@@ -100,7 +105,8 @@ def tool_table(rows: dict[str, ToolRow]) -> Table:
 def status_mark(row: ToolRow) -> RenderableType:
     if row.state == "running":
         return Spinner("dots", style="yellow")
-    return {"done": Text("✓", style="green"), "error": Text("✗", style="red")}.get(row.state, Text("·", style="dim"))
+    marks = {"done": Text("✓", style="green"), "error": Text("✗", style="red"), "waiting": Text("?", style="bold yellow")}
+    return marks.get(row.state, Text("·", style="dim"))
 
 
 def call_label(row: ToolRow, limit: int = 48) -> str:
@@ -148,6 +154,8 @@ class PlainView:
             return f"[{name}] done in {seconds(event.elapsed_s)}{' (cached)' if event.cached else ''}"
         if event.type == "tool_error":
             return f"[{name}] failed after {seconds(event.elapsed_s)}: {event.error}"
+        if event.type == "interrupt":
+            return f"(waiting for an answer: {event.value})"
         if event.type == "run_end":
             return "" if event.status == "done" else f"(run ended: {event.status})"
         return None

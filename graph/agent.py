@@ -28,7 +28,9 @@ from graph.settings import Settings
 from graph.state import AgentState
 from graph.tool_store import MemoryToolStore, ToolStore
 from nodes.engine import engine_wrappers
+from nodes.approval import require_approval
 from nodes.llm import make_llm_node
+from nodes.memory import make_memory
 from nodes.tool_calls import ToolCallWrapper, make_tool_node
 from tools.registry import adapt_all, builtin_tools
 
@@ -68,13 +70,19 @@ def build_graph(
     builder.add_node(
         LLM,
         make_llm_node(
-            model, tools, max_steps=settings.max_steps, system_prompt=settings.system_prompt
+            model,
+            tools,
+            max_steps=settings.max_steps,
+            system_prompt=settings.system_prompt,
+            memory=make_memory(
+                model, max_tokens=settings.memory_max_tokens, summarize=settings.memory_summary
+            ),
         ),
     )
     if tool_wrappers is None:
         store = tool_store or MemoryToolStore(settings.cache_max_entries)
         tool_wrappers = engine_wrappers(settings, store)
-    builder.add_node(TOOLS, make_tool_node(tools, tool_wrappers))
+    builder.add_node(TOOLS, make_tool_node(tools, [require_approval, *tool_wrappers]))
     builder.add_edge(START, LLM)
     builder.add_conditional_edges(LLM, route_tool_calls, [TOOLS, LLM, END])
     builder.add_edge(TOOLS, LLM)

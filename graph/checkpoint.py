@@ -5,7 +5,11 @@
 
 ``memory://`` keeps threads in the process (tests), ``sqlite:///path.db`` in a file (the
 default: embedded, survives restarts; ``sqlite:////abs/path.db`` for an absolute path),
-``postgresql://...`` in PostgreSQL when several replicas share threads.
+``postgresql://...`` in PostgreSQL when several replicas share threads (a pool of
+``pool_size`` connections; needs the ``postgres`` extra).
+
+Each saver comes with the thread locks of its reach (``graph.thread_lock``): a file lock per
+thread next to a SQLite database, a PostgreSQL advisory lock per thread on one extra session.
 """
 
 from __future__ import annotations
@@ -17,9 +21,14 @@ from pathlib import Path
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
+from graph.thread_lock import FileThreadLocks, PostgresThreadLocks, attach
+
+SETUP_LOCK_KEY = 0x6167656E746E67
+"""Advisory lock that serialises ``setup()`` (table creation) across replicas starting together."""
+
 
 @asynccontextmanager
-async def open_checkpointer(url: str) -> AsyncIterator[BaseCheckpointSaver]:
+async def open_checkpointer(url: str, *, pool_size: int = 10) -> AsyncIterator[BaseCheckpointSaver]:
     scheme, _, rest = url.partition("://")
     if scheme == "memory":
         yield InMemorySaver()
@@ -31,23 +40,47 @@ async def open_checkpointer(url: str) -> AsyncIterator[BaseCheckpointSaver]:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         async with AsyncSqliteSaver.from_conn_string(path) as saver:
             await saver.setup()
+            if path != ":memory:":
+                attach(saver, FileThreadLocks(Path(f"{path}.locks")))
             yield saver
     elif scheme in ("postgresql", "postgres"):
-        try:
-            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-        except ImportError as e:
-            raise RuntimeError(
-                "a postgresql:// checkpoint URL needs the postgres extra: "
-                "pip install 'agent-ng[postgres]'"
-            ) from e
-        async with AsyncPostgresSaver.from_conn_string(url) as saver:
-            await saver.setup()
+        async with postgres_saver(url, pool_size) as saver:
             yield saver
     else:
         raise ValueError(
             f"unsupported checkpoint URL {url!r}: use memory://, sqlite:///path.db "
             "or postgresql://user@host/db"
         )
+
+
+@asynccontextmanager
+async def postgres_saver(url: str, pool_size: int) -> AsyncIterator[BaseCheckpointSaver]:
+    """An ``AsyncPostgresSaver`` on a connection pool, set up once, with advisory thread locks."""
+    try:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
+    except ImportError as e:
+        raise RuntimeError(
+            "a postgresql:// checkpoint URL needs the postgres extra: "
+            "pip install 'agent-ng[postgres]'"
+        ) from e
+
+    connection = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    async with AsyncConnectionPool(url, min_size=1, max_size=pool_size, kwargs=connection, open=False) as pool:
+        saver = AsyncPostgresSaver(pool)
+        locks = PostgresThreadLocks(url)
+        try:
+            session = await locks.session()
+            await session.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK_KEY,))
+            try:
+                await saver.setup()
+            finally:
+                await session.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
+            attach(saver, locks)
+            yield saver
+        finally:
+            await locks.close()
 
 
 def sqlite_path(url: str) -> str:

@@ -29,6 +29,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import Command
 
+from graph.thread_lock import hold_thread
 from nodes.llm import STEP_LIMIT_REASON
 from nodes.tool_calls import preview
 from tools.progress import EVENT_KEY
@@ -59,7 +60,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "tool_result": ("tool_call_id", "name", "content", "status"),
     "tool_complete": ("tool_call_id", "name", "elapsed_s", "cached"),
     "tool_error": ("tool_call_id", "name", "error", "elapsed_s"),
-    "interrupt": ("value",),
+    "interrupt": ("value", "interrupt_id"),
     "run_end": ("status", "usage", "error"),
 }
 """What each event type carries besides ``type``, ``run_id``, ``thread_id`` and ``t``."""
@@ -87,6 +88,7 @@ class AgentEvent:
     status: str | None = None
     error: str | None = None
     value: Any = None
+    interrupt_id: str | None = None
     usage: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,7 +139,7 @@ class _Run:
         for node, update in chunk.items():
             if node == "__interrupt__":
                 self.status = "interrupted"
-                events += [self.event("interrupt", value=i.value) for i in update]
+                events += [self.event("interrupt", value=i.value, interrupt_id=i.id) for i in update]
             elif node == LLM_NODE and update:
                 events += self._from_model_turn(update["messages"])
         return events
@@ -178,17 +180,24 @@ async def stream(
     ``input=None`` continues the thread from its checkpoint (LangGraph's convention), as does a
     ``Command(resume=...)``. Extra keyword arguments go to ``graph.astream`` (``context``,
     ``durability``...). A graph error yields ``run_end`` with ``status="error"`` and is then
-    raised.
+    raised; so does ``ThreadBusyError`` when another run holds the thread (``graph.thread_lock``).
+
+    Durability defaults to ``"sync"``: each step's checkpoint is stored before its tools start,
+    and each tool's result as it finishes, so a run killed mid-step resumes with only the
+    unfinished tools.
     """
+    if graph.checkpointer:
+        kwargs.setdefault("durability", "sync")
     config = {**(config or {})}
     config.setdefault("run_id", uuid.uuid4())
     thread_id = config.get("configurable", {}).get("thread_id")
     run = _Run(str(config["run_id"]), thread_id)
     yield run.event("run_start", input=summarize(input))
     try:
-        async for mode, chunk in graph.astream(input, config, stream_mode=STREAM_MODES, **kwargs):
-            for event in run.translate(mode, chunk):
-                yield event
+        async with hold_thread(graph, thread_id):
+            async for mode, chunk in graph.astream(input, config, stream_mode=STREAM_MODES, **kwargs):
+                for event in run.translate(mode, chunk):
+                    yield event
     except Exception as e:
         yield run.event("run_end", status="error", usage=run.usage, error=f"{type(e).__name__}: {e}")
         raise

@@ -3,7 +3,8 @@
 Model: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``AGENT_MODEL``. Everything else is
 ``AGENT_*``: ``AGENT_CHECKPOINT_URL``, ``AGENT_MAX_CONCURRENCY``, ``AGENT_MAX_STEPS``,
 ``AGENT_DATA_DIR``, ``AGENT_SYSTEM_PROMPT``; the real tools' ``AGENT_HTTP_*``,
-``AGENT_FILES_ROOT``, ``AGENT_SQL_*``; ``AGENT_GROUP_LIMITS`` and ``AGENT_ADAPTIVE_*``.
+``AGENT_FILES_ROOT``, ``AGENT_SQL_*``; ``AGENT_GROUP_LIMITS`` and ``AGENT_ADAPTIVE_*``;
+``AGENT_MEMORY_MAX_TOKENS``, ``AGENT_MEMORY_SUMMARY``, ``AGENT_CHECKPOINT_POOL_SIZE``.
 Tool engine: ``AGENT_TOOL_TIMEOUT_S``, ``AGENT_CACHE_URL``, ``AGENT_CACHE_TTL_S``,
 ``AGENT_CACHE_MAX_ENTRIES`` (defaults for tools whose ``ToolSpec`` leaves them unset).
 """
@@ -41,6 +42,13 @@ class Settings(BaseSettings):
     """Tools running at once in one step; per run: ``config["max_concurrency"]``."""
     max_steps: int = Field(default=20, ge=1)
     """Model turns per user message before the agent stops with a plain answer."""
+
+    memory_max_tokens: int = Field(default=32_000, ge=0)
+    """Token budget of the history sent to the model each call (0: send it all); the thread keeps all."""
+    memory_summary: bool = False
+    """Summarise what the budget drops (one extra model call when more is dropped) and send the summary."""
+    checkpoint_pool_size: int = Field(default=10, ge=1)
+    """Connections in the PostgreSQL checkpointer's pool."""
 
     # Real tools (tools/http_fetch.py, tools/file_search.py, tools/sql_query.py).
     http_allow: Annotated[tuple[str, ...], NoDecode] = ()

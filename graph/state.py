@@ -1,4 +1,8 @@
-"""The agent's state: the conversation, appended to by the model and by each tool call."""
+"""The agent's state: the conversation, appended to by the model and by each tool call.
+
+``summary`` / ``summary_through`` (``nodes.memory``, only when summarising is on): the summary of
+the messages the token budget no longer sends, and the id of the last message it covers.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,10 @@ from typing import Annotated
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 
 class AgentState(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
+    summary: NotRequired[str]
+    summary_through: NotRequired[str]

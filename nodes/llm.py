@@ -8,6 +8,9 @@ It also keeps two promises the graph relies on:
   raising ``GraphRecursionError``;
 - a tool call whose arguments the model garbled (``invalid_tool_calls``) gets an error
   ``ToolMessage`` at once, so the history stays valid and the model can try again.
+
+What the model is sent comes from ``memory`` (``nodes.memory``: the history trimmed to a token
+budget); the stored history is not cut.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 
 from graph.state import AgentState
+from nodes.memory import Memory, Recall
 
 STEP_LIMIT_REASON = "max_steps"
 
@@ -38,6 +42,7 @@ def make_llm_node(
     *,
     max_steps: int,
     system_prompt: str | None = None,
+    memory: Memory | None = None,
 ):
     bound = model.bind_tools(tools) if tools else model
     system = [SystemMessage(system_prompt)] if system_prompt else []
@@ -46,9 +51,10 @@ def make_llm_node(
         messages = state["messages"]
         if model_turns(messages) >= max_steps:
             return {"messages": [step_limit_answer(max_steps)]}
-        chunks = [chunk async for chunk in bound.astream([*system, *messages], config)]
+        recall = await memory(system, state) if memory else Recall([*system, *messages])
+        chunks = [chunk async for chunk in bound.astream(recall.messages, config)]
         answer = merge(chunks)
-        return {"messages": [answer, *invalid_call_errors(answer)]}
+        return {"messages": [answer, *invalid_call_errors(answer)], **recall.update}
 
     return llm
 

@@ -1,0 +1,174 @@
+"""One run per thread at a time: a second run on a busy thread is refused with ``ThreadBusyError``.
+
+Two runs writing one thread at once would interleave their model turns and tool results in its
+checkpoints, so ``events.stream`` holds the thread's lock for the whole run and every consumer
+(CLI, embedding, service) gets the same guarantee. The lock reaches as far as the checkpointer:
+
+- always, in the process: a set of the threads this process is running;
+- SQLite (``open_checkpointer``): also an ``flock`` on a small file per thread next to the
+  database, so other processes on the machine are refused too; the kernel drops it when the
+  process dies, so a crash never leaves a thread locked;
+- PostgreSQL (``open_checkpointer``): also ``pg_try_advisory_lock`` keyed by the thread id, held on
+  one session of this process, so other replicas are refused; PostgreSQL drops it with the session.
+
+Refusing instead of waiting keeps the caller in charge: retry later, or tell the person.
+
+    async with hold_thread(graph, "t1"):   # raises ThreadBusyError if a run holds "t1"
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
+from pathlib import Path
+from typing import Any, AsyncContextManager
+from weakref import WeakKeyDictionary
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+ADVISORY_LOCK_PREFIX = "agent-ng thread:"
+
+
+class ThreadBusyError(RuntimeError):
+    """Another run is writing this thread; nothing of this run was written."""
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(
+            f"thread {thread_id!r} is busy: another run is writing it; try again when that run ends"
+        )
+        self.thread_id = thread_id
+
+
+class ThreadLocks:
+    """Threads busy in this process; subclasses add a lock that other processes see too."""
+
+    def __init__(self) -> None:
+        self._busy: set[str] = set()
+
+    @asynccontextmanager
+    async def hold(self, thread_id: str) -> AsyncIterator[None]:
+        if thread_id in self._busy:
+            raise ThreadBusyError(thread_id)
+        self._busy.add(thread_id)
+        try:
+            if not await self._acquire(thread_id):
+                raise ThreadBusyError(thread_id)
+            try:
+                yield
+            finally:
+                await self._release(thread_id)
+        finally:
+            self._busy.discard(thread_id)
+
+    async def _acquire(self, thread_id: str) -> bool:
+        return True
+
+    async def _release(self, thread_id: str) -> None:
+        return None
+
+
+class FileThreadLocks(ThreadLocks):
+    """``flock`` on ``<directory>/<hash of thread id>.lock``: other processes on this machine."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.directory = directory
+        self._open: dict[str, int] = {}
+
+    def path(self, thread_id: str) -> Path:
+        return self.directory / f"{hashlib.sha256(thread_id.encode()).hexdigest()[:32]}.lock"
+
+    async def _acquire(self, thread_id: str) -> bool:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path(thread_id), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._open[thread_id] = fd
+        return True
+
+    async def _release(self, thread_id: str) -> None:
+        os.close(self._open.pop(thread_id))
+
+
+class PostgresThreadLocks(ThreadLocks):
+    """Session advisory locks on one connection of this process: every replica sees them.
+
+    If that session is lost, PostgreSQL has released its locks; the next lock opens a new one
+    (runs holding a lock then are no longer protected from other replicas until they end).
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self._conn: Any = None
+        self._connecting = asyncio.Lock()
+        self._held: dict[str, Any] = {}
+
+    async def session(self) -> Any:
+        """The live session (``psycopg.AsyncConnection``, autocommit), opened when needed."""
+        from psycopg import AsyncConnection
+
+        async with self._connecting:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = await AsyncConnection.connect(self.url, autocommit=True)
+            return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def _acquire(self, thread_id: str) -> bool:
+        from psycopg import OperationalError
+
+        query = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
+        conn = await self.session()
+        try:
+            cur = await conn.execute(query, (ADVISORY_LOCK_PREFIX + thread_id,))
+        except OperationalError:
+            if not conn.broken:
+                raise
+            conn = await self.session()
+            cur = await conn.execute(query, (ADVISORY_LOCK_PREFIX + thread_id,))
+        row = await cur.fetchone()
+        if row[0]:
+            self._held[thread_id] = conn
+        return bool(row[0])
+
+    async def _release(self, thread_id: str) -> None:
+        conn = self._held.pop(thread_id)
+        if not (conn.closed or conn.broken):
+            await conn.execute(
+                "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (ADVISORY_LOCK_PREFIX + thread_id,)
+            )
+
+
+_locks: WeakKeyDictionary[BaseCheckpointSaver, ThreadLocks] = WeakKeyDictionary()
+
+
+def attach(saver: BaseCheckpointSaver, locks: ThreadLocks) -> None:
+    """Make ``locks`` the thread locks of every graph that checkpoints to ``saver``."""
+    _locks[saver] = locks
+
+
+def locks_of(saver: BaseCheckpointSaver) -> ThreadLocks:
+    """The saver's thread locks (in-process only if none were attached)."""
+    locks = _locks.get(saver)
+    if locks is None:
+        locks = _locks[saver] = ThreadLocks()
+    return locks
+
+
+def hold_thread(graph: Any, thread_id: str | None) -> AsyncContextManager[None]:
+    """Hold ``thread_id`` of ``graph``'s checkpointer; a no-op without a thread or checkpointer."""
+    saver = getattr(graph, "checkpointer", None)
+    if thread_id is None or not isinstance(saver, BaseCheckpointSaver):
+        return nullcontext()
+    return locks_of(saver).hold(thread_id)
