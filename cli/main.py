@@ -17,6 +17,7 @@ from langchain_core.messages import HumanMessage
 from rich.console import Console
 from rich.live import Live
 
+from cli.serve import serve
 from cli.view import PlainView, TurnView
 from graph.agent import build_graph
 from graph.checkpoint import open_checkpointer
@@ -94,6 +95,9 @@ def finish(thread: str, status: str | None) -> None:
 
 def new_thread_id() -> str:
     return uuid.uuid4().hex[:12]
+
+
+app.command()(serve)
 
 
 if __name__ == "__main__":
