@@ -11,6 +11,7 @@ const page = {
   controller: null,
   ticking: null,
   views: new Set(),
+  history: [],
 };
 
 // ---- HTTP --------------------------------------------------------------------------------
@@ -82,6 +83,12 @@ function callLabel(args) {
   return args == null ? "" : JSON.stringify(args);
 }
 
+function laneLabel(name, args) {
+  const values = args && typeof args === "object" ? Object.values(args) : [];
+  const first = values.length ? String(values[0]) : "";
+  return first ? `${name} ${first.length > 14 ? first.slice(0, 13) + "…" : first}` : name;
+}
+
 function ago(iso) {
   if (!iso) return "";
   const s = (Date.now() - Date.parse(iso)) / 1000;
@@ -130,9 +137,9 @@ class ToolRow {
   }
 
   finish(state, elapsed, error) {
-    if (this.startT == null) this.startT = 0;
     this.setState(state);
-    this.elapsed = elapsed ?? this.liveElapsed() ?? 0;
+    this.elapsed = elapsed ?? this.liveElapsed();
+    if (this.startT == null && this.elapsed != null) this.startT = 0;
     if (state === "done") this.fraction = 1;
     this.eta = null;
     if (error) this.note(error);
@@ -193,7 +200,8 @@ class ToolGroup {
     const lane = document.createElement("div");
     lane.className = "lane";
     lane.innerHTML = '<span class="lane-name"></span><span class="track"><span class="span"></span></span>';
-    $(".lane-name", lane).textContent = name;
+    $(".lane-name", lane).textContent = laneLabel(name, args);
+    $(".lane-name", lane).title = `${name}(${callLabel(args)})`;
     lane.dataset.callId = id;
     $(".lanes", this.el).append(lane);
     this.lanes.set(id, lane);
@@ -202,7 +210,13 @@ class ToolGroup {
   }
 
   draw() {
-    const timed = [...this.rows.values()].filter((r) => r.startT != null);
+    const rows = [...this.rows.values()];
+    const running = rows.filter((r) => r.state === "running").length;
+    this.peak = Math.max(this.peak || 0, running);
+    $(".count", this.el).textContent = `${rows.length} tool call${rows.length === 1 ? "" : "s"}`;
+    $(".parallel", this.el).textContent =
+      running ? `${running} running now` : this.peak > 1 ? `up to ${this.peak} ran at once` : "";
+    const timed = rows.filter((r) => r.startT != null);
     this.el.classList.toggle("timed", timed.length > 0);
     for (const row of this.rows.values()) row.draw();
     if (!timed.length) return;
@@ -376,6 +390,7 @@ async function loadThreads() {
   try {
     const threads = await (await api("/threads")).json();
     const list = $("#threads");
+    $("#no-threads").hidden = threads.length > 0;
     list.replaceChildren(
       ...threads.map((t) => {
         const li = document.createElement("li");
@@ -408,11 +423,14 @@ async function openThread(id) {
   setStatus(`loaded ${state.messages.length} messages`, "done");
 }
 
+// History has no timings: rows end green or red without elapsed times, and no timeline.
 function renderHistory(messages) {
   let view = null;
+  page.history = [];
   for (const message of messages) {
     if (message.role === "user") {
       view = new TurnView(message.content);
+      page.history.push(view);
       view.el.dataset.status = "done";
     } else if (!view) {
       continue;
@@ -424,9 +442,9 @@ function renderHistory(messages) {
       if (!row) continue;
       row.result(message.content);
       row.finish(message.status === "error" ? "error" : "done", null, message.status === "error" ? message.content : null);
-      row.startT = null; // history has no timings: no timeline
     }
   }
+  for (const turn of page.history) turn.draw();
   for (const turn of document.querySelectorAll("#conversation .turn")) turn.scrollIntoView({ block: "end" });
 }
 
