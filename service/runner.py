@@ -71,18 +71,18 @@ class Runner:
                     self.metrics.observe(event, first_content=first_content)
                     first_content = first_content and event.type != "content"
                     yield event
-                if error := run.exception():
-                    log.error("run on thread %s failed", thread_id, exc_info=error)
-            except (asyncio.CancelledError, GeneratorExit):
-                run.cancel()
-                with anyio.CancelScope(shield=True):
-                    await asyncio.wait([run])
-                    await settle(self.graph, config)
-                self.metrics.cancelled(perf_counter() - started)
-                log.info("run on thread %s cancelled: the client went away", thread_id)
-                raise
+                await run
+            except Exception:
+                log.exception("run on thread %s failed", thread_id)
             finally:
                 self.metrics.runs_active.dec()
+                if not run.done():  # the consumer stopped first: the client went away
+                    run.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await asyncio.wait([run])
+                        await settle(self.graph, config)
+                    self.metrics.cancelled(perf_counter() - started)
+                    log.info("run on thread %s cancelled: the client went away", thread_id)
 
     @staticmethod
     async def _produce(events: AsyncIterator[AgentEvent], queue: asyncio.Queue[AgentEvent | None]) -> None:

@@ -81,7 +81,7 @@ async def list_threads(request: Request, limit: int = Query(50, ge=1, le=500)) -
         )
         if len(found) == limit:
             break
-    return sorted(found.values(), key=lambda t: t.updated_at or datetime.min, reverse=True)
+    return sorted(found.values(), key=lambda t: t.updated_at.timestamp() if t.updated_at else 0, reverse=True)
 
 
 @router.get("/{thread_id}", summary="A thread's messages")
