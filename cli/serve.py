@@ -1,7 +1,7 @@
 """``agent-ng serve``: the HTTP service and its live page, on 127.0.0.1:8000 by default.
 
-    agent-ng serve                      # then open http://127.0.0.1:8000
-    agent-ng serve --host 0.0.0.0 --port 9000   # set AGENT_API_KEY before exposing it
+agent-ng serve                      # then open http://127.0.0.1:8000
+agent-ng serve --host 0.0.0.0 --port 9000   # set AGENT_API_KEY before exposing it
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import typer
 
 
 def serve(
-    host: Annotated[str | None, typer.Option(help="Interface to bind (default: AGENT_HOST or 127.0.0.1).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (default: AGENT_HOST or 127.0.0.1).")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: AGENT_PORT or 8000).")] = None,
 ) -> None:
     """Serve the agent over HTTP: SSE and AG-UI runs, threads, metrics and the web page."""

@@ -25,7 +25,9 @@ from langgraph.pregel import Pregel
 CANCELLED = "Error: cancelled: the run was stopped before this tool finished."
 
 
-async def settle(graph: Pregel, config: RunnableConfig, *, as_node: str = "tools") -> list[ToolMessage]:
+async def settle(
+    graph: Pregel, config: RunnableConfig, *, as_node: str = "tools"
+) -> list[ToolMessage]:
     """Close the thread's last turn: keep finished results, mark the rest cancelled.
 
     Returns the messages written (none when the turn was already complete). The results of

@@ -9,14 +9,16 @@ own types and ``EventEncoder`` is short and keeps one adapter over the graph.
 
 The mapping:
 
-| AgentEvent | AG-UI |
-| --- | --- |
-| ``run_start`` | ``RUN_STARTED`` |
-| ``content`` | ``TEXT_MESSAGE_START`` (first chunk of a model turn), ``TEXT_MESSAGE_CONTENT`` |
-| ``tool_call`` | ``TEXT_MESSAGE_END`` if text was open, ``TOOL_CALL_START`` / ``_ARGS`` / ``_END`` |
-| ``tool_start``, ``tool_progress``, ``tool_complete``, ``tool_error`` | ``ACTIVITY_SNAPSHOT`` then ``ACTIVITY_DELTA`` (activity type ``tool_progress``, one activity message per tool call) |
-| ``tool_result`` | ``TOOL_CALL_RESULT`` |
-| ``run_end`` | ``RUN_FINISHED`` (with token usage; outcome ``interrupt`` when waiting for a person) or ``RUN_ERROR`` |
+- ``run_start`` -> ``RUN_STARTED``;
+- ``content`` -> ``TEXT_MESSAGE_START`` (first chunk of a model turn), ``TEXT_MESSAGE_CONTENT``;
+- ``tool_call`` -> ``TEXT_MESSAGE_END`` if text was open, then ``TOOL_CALL_START`` / ``_ARGS`` /
+  ``_END`` (the turn's text message, if any, is the parent);
+- ``tool_start`` / ``tool_progress`` / ``tool_complete`` / ``tool_error`` -> an activity message
+  per tool call (type ``tool_progress``): ``ACTIVITY_SNAPSHOT`` first, then ``ACTIVITY_DELTA``
+  patches of what changed (status, progress, message, elapsedS, etaS, error);
+- ``tool_result`` -> ``TOOL_CALL_RESULT``;
+- ``run_end`` -> ``RUN_FINISHED`` with token usage (outcome ``interrupt`` when the run waits for
+  a person) or ``RUN_ERROR``.
 
 The thread's history lives in the agent's checkpointer, keyed by ``threadId``: only the last
 user message of ``messages`` is asked; earlier ones are already in the thread. Client-side
@@ -90,7 +92,10 @@ async def run_agui(body: RunAgentInput, request: Request) -> EventSourceResponse
 def last_user_text(body: RunAgentInput) -> str:
     """The text of the last message, which must be the user's (AG-UI sends the whole history)."""
     if not body.messages or not isinstance(body.messages[-1], UserMessage):
-        invalid(("body", "messages"), "the last message must be a user message: it is the question asked")
+        invalid(
+            ("body", "messages"),
+            "the last message must be a user message: it is the question asked",
+        )
     content = body.messages[-1].content
     if isinstance(content, str):
         return content
@@ -152,11 +157,20 @@ class AguiTranslation:
                 )
             case "tool_error":
                 out += self._activity(
-                    event, stamp, status="error", error=event.error, elapsedS=event.elapsed_s, etaS=None
+                    event,
+                    stamp,
+                    status="error",
+                    error=event.error,
+                    elapsedS=event.elapsed_s,
+                    etaS=None,
                 )
             case "interrupt":
                 self.interrupts.append(
-                    Interrupt(id=f"interrupt-{len(self.interrupts)}", reason="approval", message=json.dumps(event.value, default=str))
+                    Interrupt(
+                        id=f"interrupt-{len(self.interrupts)}",
+                        reason="approval",
+                        message=json.dumps(event.value, default=str),
+                    )
                 )
             case "run_end":
                 out.append(self._finish(event, stamp))
@@ -190,7 +204,9 @@ class AguiTranslation:
             ToolCallEndEvent(tool_call_id=call_id, **stamp),
         ]
 
-    def _activity(self, event: AgentEvent, stamp: dict[str, int], **changes: Any) -> list[BaseEvent]:
+    def _activity(
+        self, event: AgentEvent, stamp: dict[str, int], **changes: Any
+    ) -> list[BaseEvent]:
         """The tool call's activity message: a snapshot when first seen, then only what changed."""
         message_id = f"activity-{event.tool_call_id}"
         content = self.activities.get(message_id)
@@ -209,7 +225,10 @@ class AguiTranslation:
             self.activities[message_id] = content
             return [
                 ActivitySnapshotEvent(
-                    message_id=message_id, activity_type=ACTIVITY_TYPE, content=dict(content), **stamp
+                    message_id=message_id,
+                    activity_type=ACTIVITY_TYPE,
+                    content=dict(content),
+                    **stamp,
                 )
             ]
         patch = [
@@ -220,7 +239,11 @@ class AguiTranslation:
         content.update(changes)
         if not patch:
             return []
-        return [ActivityDeltaEvent(message_id=message_id, activity_type=ACTIVITY_TYPE, patch=patch, **stamp)]
+        return [
+            ActivityDeltaEvent(
+                message_id=message_id, activity_type=ACTIVITY_TYPE, patch=patch, **stamp
+            )
+        ]
 
     def _finish(self, event: AgentEvent, stamp: dict[str, int]) -> BaseEvent:
         usage = [
@@ -231,7 +254,9 @@ class AguiTranslation:
             )
         ]
         if event.status == "error":
-            return RunErrorEvent(message=event.error or "the run failed", code="agent_error", usage=usage, **stamp)
+            return RunErrorEvent(
+                message=event.error or "the run failed", code="agent_error", usage=usage, **stamp
+            )
         outcome = (
             RunFinishedInterruptOutcome(interrupts=self.interrupts)
             if event.status == "interrupted" and self.interrupts

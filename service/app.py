@@ -24,7 +24,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse
@@ -94,7 +94,7 @@ def create_app(
 
 
 async def require_api_key(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
     key = request.app.state.settings.api_key
     if key is None:

@@ -62,7 +62,10 @@ def check_question(text: str, settings: ServiceSettings, *, loc: tuple[str, ...]
 
 def check_thread_id(thread_id: str, *, loc: tuple[str, ...]) -> None:
     if not re.match(THREAD_ID_PATTERN, thread_id):
-        invalid(loc, "a thread id is 1 to 128 letters, digits and . _ : - (starting with a letter or digit)")
+        invalid(
+            loc,
+            "a thread id is 1 to 128 letters, digits and . _ : - (starting with a letter or digit)",
+        )
 
 
 async def limit_body(request: Request) -> None:
@@ -70,4 +73,6 @@ async def limit_body(request: Request) -> None:
     limit = request.app.state.settings.max_body_bytes
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise HTTPException(413, f"the request body is {int(length):,} bytes; the limit is {limit:,}")
+        raise HTTPException(
+            413, f"the request body is {int(length):,} bytes; the limit is {limit:,}"
+        )

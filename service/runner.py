@@ -85,7 +85,9 @@ class Runner:
                     log.info("run on thread %s cancelled: the client went away", thread_id)
 
     @staticmethod
-    async def _produce(events: AsyncIterator[AgentEvent], queue: asyncio.Queue[AgentEvent | None]) -> None:
+    async def _produce(
+        events: AsyncIterator[AgentEvent], queue: asyncio.Queue[AgentEvent | None]
+    ) -> None:
         try:
             async for event in events:
                 queue.put_nowait(event)

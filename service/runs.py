@@ -24,8 +24,12 @@ from service.inputs import RunRequest, ThreadId, check_question
 router = APIRouter()
 
 
-@router.post("/threads/{thread_id}/runs/stream", summary="Ask a question, streaming the run's events")
-async def stream_run(thread_id: ThreadId, body: RunRequest, request: Request) -> EventSourceResponse:
+@router.post(
+    "/threads/{thread_id}/runs/stream", summary="Ask a question, streaming the run's events"
+)
+async def stream_run(
+    thread_id: ThreadId, body: RunRequest, request: Request
+) -> EventSourceResponse:
     settings = request.app.state.settings
     check_question(body.input, settings, loc=("body", "input"))
     events = request.app.state.runner.events(thread_id, body.input, body.config.to_config())

@@ -22,4 +22,3 @@ class ServiceSettings(Settings):
     """Largest request body (by ``Content-Length``); larger ones get a 413 before parsing."""
     sse_ping_s: float = Field(default=15.0, gt=0)
     """Seconds between keep-alive comments on an idle event stream."""
-

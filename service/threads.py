@@ -64,7 +64,9 @@ class CheckpointOut(BaseModel):
 
 
 @router.get("", summary="The most recently updated threads")
-async def list_threads(request: Request, limit: int = Query(50, ge=1, le=500)) -> list[ThreadSummary]:
+async def list_threads(
+    request: Request, limit: int = Query(50, ge=1, le=500)
+) -> list[ThreadSummary]:
     saver = request.app.state.runner.graph.checkpointer
     found: dict[str, ThreadSummary] = {}
     async for item in saver.alist(None):
@@ -81,7 +83,9 @@ async def list_threads(request: Request, limit: int = Query(50, ge=1, le=500)) -
         )
         if len(found) == limit:
             break
-    return sorted(found.values(), key=lambda t: t.updated_at.timestamp() if t.updated_at else 0, reverse=True)
+    return sorted(
+        found.values(), key=lambda t: t.updated_at.timestamp() if t.updated_at else 0, reverse=True
+    )
 
 
 @router.get("/{thread_id}", summary="A thread's messages")
@@ -106,7 +110,9 @@ async def thread_history(
     history = [
         CheckpointOut(
             checkpoint_id=s.config["configurable"].get("checkpoint_id"),
-            parent_checkpoint_id=(s.parent_config or {}).get("configurable", {}).get("checkpoint_id"),
+            parent_checkpoint_id=(s.parent_config or {})
+            .get("configurable", {})
+            .get("checkpoint_id"),
             step=(s.metadata or {}).get("step"),
             source=(s.metadata or {}).get("source"),
             next=list(s.next),
@@ -124,7 +130,9 @@ async def thread_history(
 async def delete_thread(thread_id: ThreadId, request: Request) -> Response:
     runner = request.app.state.runner
     if runner.busy(thread_id):
-        raise HTTPException(409, f"thread {thread_id!r} has a run in progress; delete it afterwards")
+        raise HTTPException(
+            409, f"thread {thread_id!r} has a run in progress; delete it afterwards"
+        )
     if not (await runner.graph.aget_state(config_of(thread_id))).values:
         raise HTTPException(404, f"no thread {thread_id!r}")
     await runner.graph.checkpointer.adelete_thread(thread_id)
@@ -144,11 +152,17 @@ def title(messages: list[AnyMessage]) -> str:
 def message_out(message: AnyMessage) -> MessageOut:
     common = {"id": message.id, "content": message.text}
     if isinstance(message, AIMessage):
-        calls = [ToolCallOut(id=c["id"], name=c["name"], args=c["args"]) for c in message.tool_calls]
+        calls = [
+            ToolCallOut(id=c["id"], name=c["name"], args=c["args"]) for c in message.tool_calls
+        ]
         return MessageOut(role="assistant", tool_calls=calls, **common)
     if isinstance(message, ToolMessage):
         return MessageOut(
-            role="tool", tool_call_id=message.tool_call_id, name=message.name, status=message.status, **common
+            role="tool",
+            tool_call_id=message.tool_call_id,
+            name=message.name,
+            status=message.status,
+            **common,
         )
     if isinstance(message, SystemMessage):
         return MessageOut(role="system", **common)

@@ -26,7 +26,9 @@ GUARD_S = 15
 
 
 def settings(**overrides) -> ServiceSettings:
-    return ServiceSettings(**{"checkpoint_url": "memory://", "system_prompt": "", "api_key": None, **overrides})
+    return ServiceSettings(
+        **{"checkpoint_url": "memory://", "system_prompt": "", "api_key": None, **overrides}
+    )
 
 
 def run_input(thread: str, text: str, run: str = "run-1") -> dict:
@@ -59,7 +61,9 @@ async def post_events(base_url: str, body: dict) -> list[dict]:
     async with httpx.AsyncClient(base_url=base_url, timeout=GUARD_S) as c, asyncio.timeout(GUARD_S):
         async with c.stream("POST", "/agui", json=body) as r:
             assert r.status_code == 200
-            return [json.loads(line[5:]) async for line in r.aiter_lines() if line.startswith("data:")]
+            return [
+                json.loads(line[5:]) async for line in r.aiter_lines() if line.startswith("data:")
+            ]
 
 
 def activities(events: list[dict]) -> dict[str, dict]:
@@ -77,7 +81,10 @@ def activities(events: list[dict]) -> dict[str, dict]:
 
 async def test_parallel_tools_with_progress_pass_the_validator_and_rebuild_on_the_client():
     turn = [
-        Reply(text="Let me work. ", tool_calls=[("crunch", {"n": 3}), ("crunch", {"n": 2}), ("explode", {})]),
+        Reply(
+            text="Let me work. ",
+            tool_calls=[("crunch", {"n": 3}), ("crunch", {"n": 2}), ("explode", {})],
+        ),
         Reply(text="Five steps done; one tool failed."),
     ]
     model = ScriptedModel(replies=turn * 2)  # one run for the validator, one read here
@@ -97,7 +104,9 @@ async def test_parallel_tools_with_progress_pass_the_validator_and_rebuild_on_th
     starts = [e for e in events if e["type"] == "TOOL_CALL_START"]
     [first_text] = [e for e in events if e["type"] == "TEXT_MESSAGE_START"][:1]
     assert {s["parentMessageId"] for s in starts} == {first_text["messageId"]}
-    args = {e["toolCallId"]: json.loads(e["delta"]) for e in events if e["type"] == "TOOL_CALL_ARGS"}
+    args = {
+        e["toolCallId"]: json.loads(e["delta"]) for e in events if e["type"] == "TOOL_CALL_ARGS"
+    }
     assert sorted(json.dumps(a) for a in args.values()) == ['{"n": 2}', '{"n": 3}', "{}"]
 
     by_call = {c["toolCallId"]: c for c in activities(events).values()}
@@ -108,7 +117,11 @@ async def test_parallel_tools_with_progress_pass_the_validator_and_rebuild_on_th
             assert content["message"] == f"step {args[call_id]['n']} of {args[call_id]['n']}"
         else:
             assert content["status"] == "error" and "boom" in content["error"]
-    progress_deltas = [e for e in events if e["type"] == "ACTIVITY_DELTA" and any(p["path"] == "/progress" for p in e["patch"])]
+    progress_deltas = [
+        e
+        for e in events
+        if e["type"] == "ACTIVITY_DELTA" and any(p["path"] == "/progress" for p in e["patch"])
+    ]
     assert len(progress_deltas) >= 5
 
     results = {e["toolCallId"]: e["content"] for e in events if e["type"] == "TOOL_CALL_RESULT"}
@@ -124,7 +137,9 @@ async def test_a_thread_continues_across_runs_and_a_failed_run_ends_in_run_error
     with serving(create_app(settings(), model=model, tools=[])) as url:
         first = await post_events(url, run_input("t1", "one", "r1"))
         second = await post_events(url, run_input("t1", "two", "r2"))
-        failed = await post_events(url, run_input("t1", "three", "r3"))  # the script has no third reply
+        failed = await post_events(
+            url, run_input("t1", "three", "r3")
+        )  # the script has no third reply
         failed_report = await validate_agui_endpoint(
             f"{url}/agui", input=run_input("t1", "four", "r4"), timeout_ms=GUARD_S * 1000
         )
@@ -143,25 +158,73 @@ def test_events_for_a_call_that_never_started_still_make_a_valid_activity():
     stream = [
         event("run_start", input="go"),
         event("tool_call", tool_call_id="c1", name="add", args="[1, 2]"),
-        event("tool_result", tool_call_id="c1", name="add", content="Error: not valid JSON", status="error"),
-        event("tool_error", tool_call_id="c1", name="add", error="Error: not valid JSON", elapsed_s=0.0),
+        event(
+            "tool_result",
+            tool_call_id="c1",
+            name="add",
+            content="Error: not valid JSON",
+            status="error",
+        ),
+        event(
+            "tool_error",
+            tool_call_id="c1",
+            name="add",
+            error="Error: not valid JSON",
+            elapsed_s=0.0,
+        ),
         event("content", text="Sorry."),
         event("run_end", status="done", usage={}),
     ]
-    out = [json.loads(e.model_dump_json(by_alias=True)) for s in stream for e in translation.translate(s)]
+    out = [
+        json.loads(e.model_dump_json(by_alias=True))
+        for s in stream
+        for e in translation.translate(s)
+    ]
 
     assert_valid_agui(out, max_warnings=0)
     [activity] = activities(out).values()
     assert activity["status"] == "error" and activity["error"] == "Error: not valid JSON"
 
 
+def test_a_run_waiting_for_a_person_finishes_with_an_interrupt_outcome():
+    translation = AguiTranslation("t1", "r1")
+    stream = [
+        AgentEvent("run_start", "run", "t1", 0.0, input="delete it"),
+        AgentEvent("interrupt", "run", "t1", 0.1, value={"tool": "delete", "question": "allow?"}),
+        AgentEvent("run_end", "run", "t1", 0.2, status="interrupted", usage={}),
+    ]
+    out = [
+        json.loads(e.model_dump_json(by_alias=True))
+        for s in stream
+        for e in translation.translate(s)
+    ]
+
+    assert_valid_agui(out, max_warnings=0)
+    [interrupt] = out[-1]["outcome"]["interrupts"]
+    assert out[-1]["outcome"]["type"] == "interrupt"
+    assert json.loads(interrupt["message"]) == {"tool": "delete", "question": "allow?"}
+
+
 def test_the_ag_ui_validate_command_passes_the_live_endpoint_with_the_offline_model():
     app = create_app(settings(api_key="k"), model=OfflineChatModel())
     with serving(app) as url:
         done = subprocess.run(
-            [sys.executable, "-m", "ag_ui_validate.cli", f"{url}/agui", "--json",
-             "--max-warnings", "0", "--header", "Authorization: Bearer k", "--timeout", str(GUARD_S)],
-            capture_output=True, text=True, timeout=GUARD_S * 2,
+            [
+                sys.executable,
+                "-m",
+                "ag_ui_validate.cli",
+                f"{url}/agui",
+                "--json",
+                "--max-warnings",
+                "0",
+                "--header",
+                "Authorization: Bearer k",
+                "--timeout",
+                str(GUARD_S),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=GUARD_S * 2,
         )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)

@@ -39,11 +39,21 @@ def free_port() -> int:
 def langgraph_dev(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in MODEL_ENV}
-    env |= {"LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", "AGENT_CHECKPOINT_URL": "memory://"}
+    env |= {
+        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+        "LANGSMITH_TRACING": "false",
+        "AGENT_CHECKPOINT_URL": "memory://",
+    }
     log = (tmp_path / "langgraph-dev.log").open("w")
     command = [
-        str(Path(sys.executable).parent / "langgraph"), "dev", "--no-browser", "--no-reload",
-        "--port", str(port), "--config", str(REPO / "langgraph.json"),
+        str(Path(sys.executable).parent / "langgraph"),
+        "dev",
+        "--no-browser",
+        "--no-reload",
+        "--port",
+        str(port),
+        "--config",
+        str(REPO / "langgraph.json"),
     ]
     server = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -53,7 +63,9 @@ def langgraph_dev(tmp_path: Path) -> Iterator[str]:
         deadline = time.monotonic() + STARTUP_GUARD_S
         while not ready(url):
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"langgraph dev did not start:\n{(tmp_path / 'langgraph-dev.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"langgraph dev did not start:\n{(tmp_path / 'langgraph-dev.log').read_text()[-3000:]}"
+                )
             time.sleep(0.1)
         yield url
     finally:
@@ -92,11 +104,15 @@ def answer_tokens(parts: list) -> list[str]:
         for part in parts
         if part.event == "messages"
         for chunk, metadata in [part.data]
-        if metadata.get("langgraph_node") == "llm" and chunk["type"] == "AIMessageChunk" and chunk["content"]
+        if metadata.get("langgraph_node") == "llm"
+        and chunk["type"] == "AIMessageChunk"
+        and chunk["content"]
     ]
 
 
-async def test_a_thread_streams_tokens_and_tool_progress_and_continues_in_a_second_run(langgraph_dev):
+async def test_a_thread_streams_tokens_and_tool_progress_and_continues_in_a_second_run(
+    langgraph_dev,
+):
     client = get_client(url=langgraph_dev)
     thread = await client.threads.create()
 
@@ -110,7 +126,10 @@ async def test_a_thread_streams_tokens_and_tool_progress_and_continues_in_a_seco
     assert len(progress) >= 10 and {c["name"] for c in progress} == {"count_primes"}
     assert progress[-1]["progress"] == 1.0
     assert [c["progress"] for c in progress] == sorted(c["progress"] for c in progress)
-    assert {c["name"] for c in custom if c.get("agent_ng") == "tool_complete"} == {"calculator", "count_primes"}
+    assert {c["name"] for c in custom if c.get("agent_ng") == "tool_complete"} == {
+        "calculator",
+        "count_primes",
+    }
     updated = [node for p in first if p.event == "updates" for node in p.data]
     assert updated.count("tools") == 2 and updated.count("llm") == 2
 

@@ -108,22 +108,36 @@ def test_parallel_tools_progress_and_finish_live_and_the_thread_reloads(browser_
 
             running = page.locator('.tool-row[data-state="running"]')
             expect(running).to_have_count(3, timeout=GUARD_MS)
-            expect(row(page, "fetch_report").locator(".bar")).to_have_attribute("aria-valuenow", "25", timeout=GUARD_MS)
-            expect(row(page, "index_archive").locator(".bar")).to_have_attribute("aria-valuenow", "60", timeout=GUARD_MS)
+            expect(row(page, "fetch_report").locator(".bar")).to_have_attribute(
+                "aria-valuenow", "25", timeout=GUARD_MS
+            )
+            expect(row(page, "index_archive").locator(".bar")).to_have_attribute(
+                "aria-valuenow", "60", timeout=GUARD_MS
+            )
             expect(row(page, "ping_mirror").locator(".bar")).to_have_class("bar indeterminate")
             expect(row(page, "index_archive").locator(".note")).to_have_text("72 of 120 files")
-            expect(row(page, "fetch_report").locator(".args")).to_have_text('(url="https://example.org/report")')
+            expect(row(page, "fetch_report").locator(".args")).to_have_text(
+                '(url="https://example.org/report")'
+            )
             expect(row(page, "fetch_report").locator(".eta")).to_contain_text("ETA")
             expect(row(page, "fetch_report").locator(".elapsed")).to_have_text(SECONDS)
             expect(page.locator(".tools-head .parallel")).to_have_text("3 running now")
             expect(page.locator(".timeline .span")).to_have_count(3)
             page.screenshot(path=tmp_path / "running.png")
 
-            for name, state in [("index_archive", "done"), ("fetch_report", "done"), ("ping_mirror", "error")]:
+            for name, state in [
+                ("index_archive", "done"),
+                ("fetch_report", "done"),
+                ("ping_mirror", "error"),
+            ]:
                 go[name].set()
                 expect(row(page, name)).to_have_attribute("data-state", state, timeout=GUARD_MS)
-            expect(row(page, "fetch_report").locator(".bar")).to_have_attribute("aria-valuenow", "100")
-            expect(row(page, "ping_mirror").locator(".note")).to_contain_text("mirror.example.org did not answer")
+            expect(row(page, "fetch_report").locator(".bar")).to_have_attribute(
+                "aria-valuenow", "100"
+            )
+            expect(row(page, "ping_mirror").locator(".note")).to_contain_text(
+                "mirror.example.org did not answer"
+            )
             expect(page.locator(".answer")).to_have_text(ANSWER, timeout=GUARD_MS)
             expect(page.locator("#status")).to_have_text("done", timeout=GUARD_MS)
             expect(page.locator(".tools-head .parallel")).to_have_text("up to 3 ran at once")

@@ -13,7 +13,13 @@ from pathlib import Path
 import httpx
 
 STARTUP_GUARD_S = 30
-MODEL_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AGENT_OPENAI_API_KEY", "AGENT_OPENAI_BASE_URL", "AGENT_API_KEY")
+MODEL_ENV = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "AGENT_OPENAI_API_KEY",
+    "AGENT_OPENAI_BASE_URL",
+    "AGENT_API_KEY",
+)
 
 
 def free_port() -> int:
@@ -27,7 +33,9 @@ def test_agent_ng_serve_answers_a_run_with_two_tools_and_serves_the_page(tmp_pat
     env = {k: v for k, v in os.environ.items() if k not in MODEL_ENV}
     env["AGENT_CHECKPOINT_URL"] = f"sqlite:///{tmp_path / 'threads.db'}"
     command = [str(Path(sys.executable).parent / "agent-ng"), "serve", "--port", str(port)]
-    server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_GUARD_S
@@ -41,7 +49,8 @@ def test_agent_ng_serve_answers_a_run_with_two_tools_and_serves_the_page(tmp_pat
                 time.sleep(0.1)
         with httpx.Client(base_url=url, timeout=STARTUP_GUARD_S) as c:
             with c.stream(
-                "POST", "/threads/cli/runs/stream",
+                "POST",
+                "/threads/cli/runs/stream",
                 json={"input": "what is 17*23 and how many primes are below 200000?"},
             ) as r:
                 names = [line[6:].strip() for line in r.iter_lines() if line.startswith("event:")]

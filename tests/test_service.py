@@ -30,7 +30,9 @@ QUESTION = {"input": "2+3?"}
 
 
 def settings(**overrides) -> ServiceSettings:
-    return ServiceSettings(**{"checkpoint_url": "memory://", "system_prompt": "", "api_key": None, **overrides})
+    return ServiceSettings(
+        **{"checkpoint_url": "memory://", "system_prompt": "", "api_key": None, **overrides}
+    )
 
 
 @tool
@@ -50,7 +52,10 @@ def client(base_url: str, **kwargs) -> httpx.AsyncClient:
 
 
 async def run(c: httpx.AsyncClient, thread: str, body: dict = QUESTION) -> list:
-    async with asyncio.timeout(GUARD_S), c.stream("POST", f"/threads/{thread}/runs/stream", json=body) as r:
+    async with (
+        asyncio.timeout(GUARD_S),
+        c.stream("POST", f"/threads/{thread}/runs/stream", json=body) as r,
+    ):
         assert r.status_code == 200, await r.aread()
         return [f async for f in events(r)]
 
@@ -119,9 +124,10 @@ async def test_a_client_that_goes_away_cancels_the_run_and_the_thread_takes_a_ne
     )
     with serving(create_app(settings(), model=model, tools=[quick, forever])) as url:
         async with client(url) as c:
-            async with asyncio.timeout(GUARD_S), c.stream(
-                "POST", "/threads/t1/runs/stream", json={"input": "first"}
-            ) as r:
+            async with (
+                asyncio.timeout(GUARD_S),
+                c.stream("POST", "/threads/t1/runs/stream", json={"input": "first"}) as r,
+            ):
                 started, completed = set(), set()
                 async for frame in events(r):
                     if frame.event == "tool_start":
@@ -141,7 +147,11 @@ async def test_a_client_that_goes_away_cancels_the_run_and_the_thread_takes_a_ne
 
     history = model.seen[1]
     assert [type(m).__name__ for m in history] == [
-        "HumanMessage", "AIMessage", "ToolMessage", "ToolMessage", "HumanMessage"
+        "HumanMessage",
+        "AIMessage",
+        "ToolMessage",
+        "ToolMessage",
+        "HumanMessage",
     ]
     asked = {call["id"] for call in history[1].tool_calls}
     results = {m.tool_call_id: m for m in history if isinstance(m, ToolMessage)}
@@ -151,7 +161,12 @@ async def test_a_client_that_goes_away_cancels_the_run_and_the_thread_takes_a_ne
     assert by_name["forever"].content == CANCELLED and by_name["forever"].status == "error"
 
     assert [m["role"] for m in thread["messages"]] == [
-        "user", "assistant", "tool", "tool", "user", "assistant"
+        "user",
+        "assistant",
+        "tool",
+        "tool",
+        "user",
+        "assistant",
     ]
     assert thread["next"] == []
     assert 'agent_runs_total{status="cancelled"} 1.0' in metrics
@@ -170,7 +185,9 @@ async def test_a_second_run_on_a_busy_thread_waits_for_the_first_to_end():
     model = ScriptedModel(replies=[calls(("hold", {})), Reply(text="one"), Reply(text="two")])
     with serving(create_app(settings(), model=model, tools=[hold])) as url:
         async with client(url) as c, asyncio.timeout(GUARD_S):
-            async with c.stream("POST", "/threads/t1/runs/stream", json={"input": "first"}) as first:
+            async with c.stream(
+                "POST", "/threads/t1/runs/stream", json={"input": "first"}
+            ) as first:
                 async for frame in events(first):
                     if frame.event == "tool_start":
                         second = asyncio.create_task(run(c, "t1", {"input": "second"}))
@@ -180,7 +197,9 @@ async def test_a_second_run_on_a_busy_thread_waits_for_the_first_to_end():
 
     assert busy.status_code == 409 and "in progress" in busy.json()["detail"]
     assert second_events[-1].data["status"] == "done"
-    assert [m.text for m in model.seen[2]][-2:] == ["one", "second"], "the second run saw the first's answer"
+    assert [m.text for m in model.seen[2]][-2:] == ["one", "second"], (
+        "the second run saw the first's answer"
+    )
 
 
 @pytest.mark.parametrize(
@@ -189,17 +208,52 @@ async def test_a_second_run_on_a_busy_thread_waits_for_the_first_to_end():
         ("/threads/t1/runs/stream", {"input": "   "}, ["body", "input"], "empty"),
         ("/threads/t1/runs/stream", {"input": "x" * 41}, ["body", "input"], "limit is 40"),
         ("/threads/t1/runs/stream", {}, ["body", "input"], "Field required"),
-        ("/threads/t1/runs/stream", {"input": "hi", "config": {"thread_id": "other"}}, ["body", "config", "thread_id"], "Extra inputs"),
-        ("/threads/t1/runs/stream", {"input": "hi", "config": {"max_concurrency": 0}}, ["body", "config", "max_concurrency"], "greater than or equal to 1"),
+        (
+            "/threads/t1/runs/stream",
+            {"input": "hi", "config": {"thread_id": "other"}},
+            ["body", "config", "thread_id"],
+            "Extra inputs",
+        ),
+        (
+            "/threads/t1/runs/stream",
+            {"input": "hi", "config": {"max_concurrency": 0}},
+            ["body", "config", "max_concurrency"],
+            "greater than or equal to 1",
+        ),
         ("/threads/bad%20id/runs/stream", {"input": "hi"}, ["path", "thread_id"], "pattern"),
-        ("/agui", {"threadId": "t1", "runId": "r1", "messages": []}, ["body", "messages"], "last message must be a user message"),
-        ("/agui", {"threadId": "t 1", "runId": "r1", "messages": [{"id": "m", "role": "user", "content": "hi"}]}, ["body", "threadId"], "thread id"),
+        (
+            "/agui",
+            {"threadId": "t1", "runId": "r1", "messages": []},
+            ["body", "messages"],
+            "last message must be a user message",
+        ),
+        (
+            "/agui",
+            {
+                "threadId": "t 1",
+                "runId": "r1",
+                "messages": [{"id": "m", "role": "user", "content": "hi"}],
+            },
+            ["body", "threadId"],
+            "thread id",
+        ),
         ("/agui", {"runId": "r1", "messages": []}, ["body", "threadId"], "Field required"),
     ],
-    ids=["blank", "too-long", "missing", "thread-in-config", "bad-concurrency", "bad-thread-id",
-         "agui-no-question", "agui-bad-thread", "agui-missing-thread"],
+    ids=[
+        "blank",
+        "too-long",
+        "missing",
+        "thread-in-config",
+        "bad-concurrency",
+        "bad-thread-id",
+        "agui-no-question",
+        "agui-bad-thread",
+        "agui-missing-thread",
+    ],
 )
-async def test_bad_requests_get_a_422_that_says_what_is_wrong_and_start_nothing(path, body, where, says):
+async def test_bad_requests_get_a_422_that_says_what_is_wrong_and_start_nothing(
+    path, body, where, says
+):
     model = ScriptedModel(replies=[])
     with serving(create_app(settings(max_input_chars=40), model=model, tools=[])) as url:
         async with client(url) as c:
@@ -213,7 +267,9 @@ async def test_bad_requests_get_a_422_that_says_what_is_wrong_and_start_nothing(
 
 
 async def test_a_body_over_the_size_limit_is_refused_before_it_is_read():
-    with serving(create_app(settings(max_body_bytes=100), model=ScriptedModel(replies=[]), tools=[])) as url:
+    with serving(
+        create_app(settings(max_body_bytes=100), model=ScriptedModel(replies=[]), tools=[])
+    ) as url:
         async with client(url) as c:
             r = await c.post("/threads/t1/runs/stream", json={"input": "x" * 200})
     assert r.status_code == 413 and "limit is 100" in r.json()["detail"]
@@ -223,13 +279,20 @@ async def test_with_an_api_key_every_route_but_healthz_needs_the_bearer_token():
     model = ScriptedModel(replies=[Reply(text="hello")])
     app = create_app(settings(api_key="s3cret"), model=model, tools=[])
     with serving(app) as url:
-        async with client(url) as anonymous, client(url, headers={"Authorization": "Bearer wrong"}) as wrong:
+        async with (
+            client(url) as anonymous,
+            client(url, headers={"Authorization": "Bearer wrong"}) as wrong,
+        ):
             assert (await anonymous.get("/healthz")).status_code == 200
             for c in (anonymous, wrong):
                 for method, path in [
-                    ("GET", "/threads"), ("GET", "/threads/t1"), ("GET", "/threads/t1/history"),
-                    ("DELETE", "/threads/t1"), ("GET", "/metrics"),
-                    ("POST", "/threads/t1/runs/stream"), ("POST", "/agui"),
+                    ("GET", "/threads"),
+                    ("GET", "/threads/t1"),
+                    ("GET", "/threads/t1/history"),
+                    ("DELETE", "/threads/t1"),
+                    ("GET", "/metrics"),
+                    ("POST", "/threads/t1/runs/stream"),
+                    ("POST", "/agui"),
                 ]:
                     r = await c.request(method, path, json=QUESTION)
                     assert r.status_code == 401, (method, path)
@@ -271,7 +334,10 @@ async def test_threads_can_be_listed_read_and_deleted():
     call = state["messages"][1]["tool_calls"][0]
     assert call["name"] == "add" and call["args"] == {"a": 1, "b": 2}
     assert state["messages"][2] == {
-        **state["messages"][2], "tool_call_id": call["id"], "content": "3", "status": "success"
+        **state["messages"][2],
+        "tool_call_id": call["id"],
+        "content": "3",
+        "status": "success",
     }
     assert state["messages"][3]["content"] == "three" and state["next"] == []
     assert history[0]["messages"] == 4 and history[-1]["messages"] == 0
@@ -301,7 +367,10 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 
 async def test_metrics_count_runs_tokens_and_tool_calls_and_show_registered_collectors():
     model = ScriptedModel(
-        replies=[calls(("add", {"a": 1, "b": 1}), ("explode", {})), Reply(text="two, and one failed")]
+        replies=[
+            calls(("add", {"a": 1, "b": 1}), ("explode", {})),
+            Reply(text="two, and one failed"),
+        ]
     )
     app = create_app(settings(), model=model, tools=[add, explode], collectors=[CacheHits()])
     with serving(app) as url:

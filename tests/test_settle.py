@@ -59,10 +59,16 @@ def settings() -> Settings:
 
 
 async def test_a_turn_cut_off_mid_tool_keeps_finished_results_and_marks_the_rest_cancelled():
-    model = ScriptedModel(replies=[calls(("quick", {}), ("forever", {})), Reply(text="next answer")])
-    graph = build_graph(model, tools=[quick, forever], checkpointer=InMemorySaver(), settings=settings())
+    model = ScriptedModel(
+        replies=[calls(("quick", {}), ("forever", {})), Reply(text="next answer")]
+    )
+    graph = build_graph(
+        model, tools=[quick, forever], checkpointer=InMemorySaver(), settings=settings()
+    )
     await run_until(
-        graph, ask("first"), config(),
+        graph,
+        ask("first"),
+        config(),
         lambda seen: "tool_complete:quick" in seen and "tool_start:forever" in seen,
     )
     before = await graph.aget_state(config())
@@ -79,7 +85,11 @@ async def test_a_turn_cut_off_mid_tool_keeps_finished_results_and_marks_the_rest
     assert events[-1].status == "done"
     history = model.seen[1]
     assert [type(m).__name__ for m in history] == [
-        "HumanMessage", "AIMessage", "ToolMessage", "ToolMessage", "HumanMessage"
+        "HumanMessage",
+        "AIMessage",
+        "ToolMessage",
+        "ToolMessage",
+        "HumanMessage",
     ]
     assert {m.tool_call_id for m in history if isinstance(m, ToolMessage)} == {
         c["id"] for c in history[1].tool_calls
@@ -88,10 +98,16 @@ async def test_a_turn_cut_off_mid_tool_keeps_finished_results_and_marks_the_rest
 
 async def test_without_settling_the_next_run_would_lose_the_finished_result():
     """Why ``settle`` exists: LangGraph drops the unfinished step's writes on new input."""
-    model = ScriptedModel(replies=[calls(("quick", {}), ("forever", {})), Reply(text="next answer")])
-    graph = build_graph(model, tools=[quick, forever], checkpointer=InMemorySaver(), settings=settings())
+    model = ScriptedModel(
+        replies=[calls(("quick", {}), ("forever", {})), Reply(text="next answer")]
+    )
+    graph = build_graph(
+        model, tools=[quick, forever], checkpointer=InMemorySaver(), settings=settings()
+    )
     await run_until(
-        graph, ask("first"), config(),
+        graph,
+        ask("first"),
+        config(),
         lambda seen: "tool_complete:quick" in seen and "tool_start:forever" in seen,
     )
     async with asyncio.timeout(GUARD_S):
@@ -102,7 +118,11 @@ async def test_without_settling_the_next_run_would_lose_the_finished_result():
 async def test_settling_a_complete_or_model_only_turn_writes_nothing():
     release = asyncio.Event()
     model = ScriptedModel(
-        replies=[Reply(text="done"), Reply(text="a long answer", hold_after=1, release=release), Reply(text="ok")]
+        replies=[
+            Reply(text="done"),
+            Reply(text="a long answer", hold_after=1, release=release),
+            Reply(text="ok"),
+        ]
     )
     graph = build_graph(model, tools=[], checkpointer=InMemorySaver(), settings=settings())
     async with asyncio.timeout(GUARD_S):
