@@ -9,10 +9,12 @@ Screenshots go to the test's tmp dir (``running.png``, ``finished.png``, ``histo
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from langchain_core.tools import tool
 from playwright.sync_api import Page, expect, sync_playwright
@@ -71,18 +73,24 @@ def row(page: Page, name: str):
     return page.locator(".tool-row", has=page.locator(".name", has_text=name))
 
 
-@pytest.fixture
-def browser_page():
+@pytest.fixture(scope="module")
+def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        yield page
+        yield browser
         browser.close()
-        assert errors == [], f"the page raised: {errors}"
+
+
+@pytest.fixture
+def browser_page(browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield page
+    page.close()
+    assert errors == [], f"the page raised: {errors}"
 
 
 def test_parallel_tools_progress_and_finish_live_and_the_thread_reloads(browser_page, tmp_path):
@@ -158,3 +166,51 @@ def test_parallel_tools_progress_and_finish_live_and_the_thread_reloads(browser_
             event.set()
 
     assert (tmp_path / "running.png").stat().st_size > 0
+
+
+def test_the_page_asks_for_the_api_key_and_stop_cancels_the_run(browser_page, tmp_path):
+    page = browser_page
+
+    @tool
+    async def wait_forever(reason: str) -> str:
+        """Runs until cancelled."""
+        await asyncio.Event().wait()
+
+    model = ScriptedModel(
+        replies=[calls(("wait_forever", {"reason": "demo"})), Reply(text="Still here.")]
+    )
+    settings = ServiceSettings(checkpoint_url="memory://", system_prompt="", api_key="s3cret")
+    with serving(create_app(settings, model=model, tools=[wait_forever])) as url:
+        page.goto(url)
+        expect(page.locator("#key-form")).to_be_visible(timeout=GUARD_MS)
+        page.fill("#api-key", "s3cret")
+        page.click("#key-form button")
+        expect(page.locator("#key-form")).to_be_hidden()
+        thread_id = page.locator("#thread-id").inner_text()
+
+        page.fill("#question", "wait for me")
+        page.click("#send")
+        expect(row(page, "wait_forever")).to_have_attribute(
+            "data-state", "running", timeout=GUARD_MS
+        )
+        page.click("#stop")
+        expect(page.locator("#status")).to_have_text("stopped", timeout=GUARD_MS)
+        expect(row(page, "wait_forever")).to_have_attribute("data-state", "error")
+        expect(page.locator(".run-note")).to_have_text("Run ended: cancelled")
+
+        # the next question on the thread runs once the stopped run is settled
+        page.fill("#question", "are you there?")
+        page.click("#send")
+        expect(page.locator(".answer")).to_have_text("Still here.", timeout=GUARD_MS)
+        page.click("#new-thread")
+        page.locator(f'#threads li[data-thread-id="{thread_id}"] button').click()
+        expect(page.locator(".turn")).to_have_count(2, timeout=GUARD_MS)
+        expect(row(page, "wait_forever")).to_have_attribute("data-state", "error")
+        expect(row(page, "wait_forever").locator(".note")).to_contain_text("cancelled")
+        page.screenshot(path=tmp_path / "stopped.png")
+        headers = {"Authorization": "Bearer s3cret"}
+        thread = httpx.get(f"{url}/threads/{thread_id}", headers=headers, timeout=GUARD_S).json()
+
+    roles = [m["role"] for m in thread["messages"]]
+    assert roles == ["user", "assistant", "tool", "user", "assistant"]
+    assert thread["messages"][2]["status"] == "error"

@@ -311,6 +311,14 @@ class TurnView {
     }
   }
 
+  // The run was cancelled from here: calls still going are marked as stopped.
+  stopped() {
+    for (const row of this.rows.values()) {
+      if (row.state === "running" || row.state === "queued") row.finish("error", null, "stopped");
+    }
+    this.end({ status: "cancelled" });
+  }
+
   draw() {
     for (const group of this.groups) group.draw();
   }
@@ -354,7 +362,10 @@ async function ask(question) {
     const status = view.el.dataset.status || "ended";
     setStatus(status === "done" ? "done" : status.replace("_", " "), status === "done" ? "done" : "error");
   } catch (error) {
-    if (error.name === "AbortError") setStatus("stopped", "error");
+    if (error.name === "AbortError") {
+      view.stopped();
+      setStatus("stopped", "error");
+    }
     else setStatus(error.message, "error");
     if (error instanceof Unauthorized) view.el.remove();
   } finally {
