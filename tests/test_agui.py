@@ -152,6 +152,36 @@ async def test_a_thread_continues_across_runs_and_a_failed_run_ends_in_run_error
     assert failed[-1]["type"] == "RUN_ERROR" and "the script has 2 replies" in failed[-1]["message"]
 
 
+async def test_a_client_that_goes_away_cancels_the_run_and_the_thread_stays_valid():
+    cancelled = []
+
+    @tool
+    async def forever() -> str:
+        """Runs until cancelled."""
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append("forever")
+            raise
+
+    model = ScriptedModel(replies=[Reply(tool_calls=[("forever", {})]), Reply(text="back")])
+    with serving(create_app(settings(), model=model, tools=[forever])) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=GUARD_S) as c:
+            async with (
+                asyncio.timeout(GUARD_S),
+                c.stream("POST", "/agui", json=run_input("t1", "go", "r1")) as r,
+            ):
+                async for line in r.aiter_lines():
+                    if '"ACTIVITY_SNAPSHOT"' in line:
+                        break  # leaving the block closes the connection mid-tool
+            second = await post_events(url, run_input("t1", "again", "r2"))
+
+    assert cancelled == ["forever"]
+    assert_valid_agui(second, max_warnings=0)
+    kinds = [type(m).__name__ for m in model.seen[1]]
+    assert kinds == ["HumanMessage", "AIMessage", "ToolMessage", "HumanMessage"]
+
+
 def test_events_for_a_call_that_never_started_still_make_a_valid_activity():
     translation = AguiTranslation("t1", "r1")
     event = lambda type_, **f: AgentEvent(type_, "run", "t1", 0.0, **f)  # noqa: E731
