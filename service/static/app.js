@@ -18,6 +18,13 @@ const page = {
 
 class Unauthorized extends Error {}
 
+class HttpError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
 async function api(path, options = {}) {
   const key = sessionStorage.getItem(KEY_STORAGE);
   const headers = { ...(options.headers || {}) };
@@ -30,7 +37,7 @@ async function api(path, options = {}) {
   }
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
-    throw new Error(describeError(response.status, body));
+    throw new HttpError(response.status, describeError(response.status, body));
   }
   return response;
 }
@@ -426,8 +433,11 @@ async function openThread(id) {
   let state;
   try {
     state = await (await api(`/threads/${encodeURIComponent(id)}`)).json();
+    if (page.controller || page.threadId !== id) return; // a run or another thread came first
   } catch (error) {
-    if (!(error instanceof Unauthorized)) setStatus(`thread ${id}: ${error.message}`, "error");
+    if (page.controller || page.threadId !== id) return;
+    if (error.status === 404) setStatus("new thread");
+    else if (!(error instanceof Unauthorized)) setStatus(`thread ${id}: ${error.message}`, "error");
     return;
   }
   renderHistory(state.messages);
@@ -504,6 +514,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("#key-form").hidden = true;
     setStatus("key saved", "done");
     loadThreads();
+    if (!document.querySelector("#conversation .turn")) openThread(page.threadId);
   });
   loadThreads();
   $("#question").focus();
