@@ -109,6 +109,7 @@ class AguiTranslation:
     thread_id: str
     run_id: str
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    """Wall clock of the run's start (ms), to stamp events; set again by ``run_start``."""
     text_id: str | None = None
     """The assistant text message being streamed, if one is open."""
     turn_text_id: str | None = None
@@ -117,6 +118,8 @@ class AguiTranslation:
     interrupts: list[Interrupt] = field(default_factory=list)
 
     def translate(self, event: AgentEvent) -> list[BaseEvent]:
+        if event.type == "run_start":  # a run queued behind another on its thread starts late
+            self.started_ms = int(time.time() * 1000 - event.t * 1000)
         stamp = {"timestamp": self.started_ms + int(event.t * 1000)}
         out: list[BaseEvent] = []
         if event.type != "content":
