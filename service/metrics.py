@@ -34,6 +34,9 @@ class Metrics:
         r = self.registry
         self.runs = Counter("agent_runs", "Runs by how they ended.", ["status"], registry=r)
         self.runs_active = Gauge("agent_runs_active", "Runs streaming now.", registry=r)
+        self.runs_waiting = Gauge(
+            "agent_runs_waiting", "Runs waiting for another run on their thread to end.", registry=r
+        )
         self.run_seconds = Histogram(
             "agent_run_duration_seconds", "Run wall time.", buckets=DURATION_BUCKETS, registry=r
         )

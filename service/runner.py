@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
@@ -41,11 +42,18 @@ class Runner:
         lock = self._locks.get(thread_id)
         return lock is not None and lock.locked()
 
-    def _lock(self, thread_id: str) -> asyncio.Lock:
+    @asynccontextmanager
+    async def _turn(self, thread_id: str) -> AsyncIterator[None]:
+        """Hold the thread for one run; while another run holds it, wait (counted as waiting)."""
         lock = self._locks.get(thread_id)
         if lock is None:
             lock = self._locks[thread_id] = asyncio.Lock()
-        return lock
+        with self.metrics.runs_waiting.track_inprogress():
+            await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     async def events(
         self, thread_id: str, question: str, run_config: dict[str, Any] | None = None
@@ -60,7 +68,7 @@ class Runner:
         """
         config = {**(run_config or {}), "configurable": {"thread_id": thread_id}}
         input = {"messages": [HumanMessage(question)]}
-        async with self._lock(thread_id):
+        async with self._turn(thread_id):
             started = perf_counter()
             queue: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
             run = asyncio.create_task(self._produce(stream(self.graph, input, config), queue))

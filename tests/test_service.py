@@ -173,6 +173,16 @@ async def test_a_client_that_goes_away_cancels_the_run_and_the_thread_takes_a_ne
     assert 'agent_runs_total{status="done"} 1.0' in metrics
 
 
+async def waiting(c: httpx.AsyncClient) -> float:
+    return samples((await c.get("/metrics")).text)[("agent_runs_waiting", ())]
+
+
+async def until_waiting(c: httpx.AsyncClient, runs: int) -> None:
+    """Poll the metrics until ``runs`` runs wait for their thread (bounded by the caller)."""
+    while await waiting(c) != runs:
+        await asyncio.sleep(0.01)
+
+
 async def test_a_second_run_on_a_busy_thread_waits_for_the_first_to_end():
     released = threading.Event()
 
@@ -191,9 +201,11 @@ async def test_a_second_run_on_a_busy_thread_waits_for_the_first_to_end():
                 async for frame in events(first):
                     if frame.event == "tool_start":
                         second = asyncio.create_task(run(c, "t1", {"input": "second"}))
+                        await until_waiting(c, 1)
                         busy = await c.delete("/threads/t1")
                         released.set()
             second_events = await second
+            assert await waiting(c) == 0
 
     assert busy.status_code == 409 and "in progress" in busy.json()["detail"]
     assert second_events[-1].data["status"] == "done"
