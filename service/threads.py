@@ -1,16 +1,20 @@
 """The threads the agent keeps: list them, read one's messages or checkpoints, delete one.
 
-Threads live in the graph's checkpointer. The list is read from its checkpoints, newest first
-(SQLite and PostgreSQL order them by time), stopping once ``limit`` threads are found.
+Threads live in the graph's checkpointer, which has no "list threads" call. With SQLite (the
+default) one query finds the most recently updated threads; with any other checkpointer the
+list is read from its checkpoints, newest first, stopping once ``limit`` threads are found.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from pydantic import BaseModel
 
 from service.inputs import ThreadId
@@ -18,6 +22,7 @@ from service.inputs import ThreadId
 router = APIRouter(prefix="/threads")
 
 TITLE_CHARS = 80
+EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 class ToolCallOut(BaseModel):
@@ -68,24 +73,42 @@ async def list_threads(
     request: Request, limit: int = Query(50, ge=1, le=500)
 ) -> list[ThreadSummary]:
     saver = request.app.state.runner.graph.checkpointer
-    found: dict[str, ThreadSummary] = {}
-    async for item in saver.alist(None):
-        configurable = item.config["configurable"]
-        thread_id = configurable["thread_id"]
-        if configurable.get("checkpoint_ns") or thread_id in found:
-            continue
-        messages = item.checkpoint["channel_values"].get("messages", [])
-        found[thread_id] = ThreadSummary(
-            thread_id=thread_id,
-            title=title(messages),
+    summaries = [
+        ThreadSummary(
+            thread_id=item.config["configurable"]["thread_id"],
+            title=title(messages := item.checkpoint["channel_values"].get("messages", [])),
             messages=len(messages),
             updated_at=item.checkpoint.get("ts"),
         )
-        if len(found) == limit:
-            break
-    return sorted(
-        found.values(), key=lambda t: t.updated_at.timestamp() if t.updated_at else 0, reverse=True
-    )
+        async for item in latest_checkpoints(saver, limit)
+    ]
+    return sorted(summaries, key=lambda t: t.updated_at or EPOCH, reverse=True)
+
+
+async def latest_checkpoints(
+    saver: BaseCheckpointSaver, limit: int
+) -> AsyncIterator[CheckpointTuple]:
+    """The newest checkpoint of each of the ``limit`` most recently updated threads."""
+    if isinstance(saver, AsyncSqliteSaver):
+        query = (
+            "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' "
+            "GROUP BY thread_id ORDER BY MAX(checkpoint_id) DESC LIMIT ?"
+        )
+        async with saver.lock, saver.conn.execute(query, (limit,)) as cursor:
+            thread_ids = [row[0] for row in await cursor.fetchall()]
+        for thread_id in thread_ids:
+            if item := await saver.aget_tuple(config_of(thread_id)):
+                yield item
+        return
+    seen: set[str] = set()
+    async for item in saver.alist(None):
+        configurable = item.config["configurable"]
+        if configurable.get("checkpoint_ns") or configurable["thread_id"] in seen:
+            continue
+        seen.add(configurable["thread_id"])
+        yield item
+        if len(seen) == limit:
+            return
 
 
 @router.get("/{thread_id}", summary="A thread's messages")

@@ -319,11 +319,15 @@ async def test_with_an_api_key_every_route_but_healthz_needs_the_bearer_token():
     assert [t["thread_id"] for t in listed] == ["t1"]
 
 
-async def test_threads_can_be_listed_read_and_deleted():
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_threads_can_be_listed_read_and_deleted(store, tmp_path):
+    url_of_store = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path / 'threads.db'}"}
     model = ScriptedModel(
         replies=[calls(("add", {"a": 1, "b": 2})), Reply(text="three"), Reply(text="hi again")]
     )
-    with serving(create_app(settings(), model=model, tools=[add])) as url:
+    with serving(
+        create_app(settings(checkpoint_url=url_of_store[store]), model=model, tools=[add])
+    ) as url:
         async with client(url) as c:
             await run(c, "older", {"input": "what is 1+2?"})
             await run(c, "newer", {"input": "hello there"})
