@@ -297,6 +297,7 @@ class TurnView {
         break;
       case "tool_complete":
         row?.finish("done", event.elapsed_s);
+        if (row && event.cached) row.el.dataset.cached = "true";
         break;
       case "tool_error":
         row?.finish("error", event.elapsed_s, event.error);
