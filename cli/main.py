@@ -26,6 +26,7 @@ from rich.live import Live
 from cli import threads
 from cli.approvals import settle
 from cli.stats import stats
+from cli.serve import serve
 from cli.view import PlainView, TurnView
 from graph.agent import build_graph
 from graph.checkpoint import open_checkpointer
@@ -158,6 +159,9 @@ def finish(thread: str, status: str | None) -> None:
 
 def new_thread_id() -> str:
     return uuid.uuid4().hex[:12]
+
+
+app.command()(serve)
 
 
 if __name__ == "__main__":

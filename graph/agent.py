@@ -5,14 +5,13 @@
 
 When the model asks for several tools, each call becomes its own task in one superstep, so
 they run in parallel (at most ``max_concurrency`` at once), and each result is streamed and
-checkpointed the moment its tool finishes. ``graph`` (for ``langgraph.json``) is compiled
-without a checkpointer: the LangGraph platform brings its own.
+checkpointed the moment its tool finishes. ``graph.studio`` holds the graph that
+``langgraph.json`` names, compiled without a checkpointer: the LangGraph platform brings its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import cache
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -89,14 +88,3 @@ def build_graph(
     compiled = builder.compile(checkpointer=checkpointer, name="agent-ng")
     return compiled.with_config(max_concurrency=settings.max_concurrency)
 
-
-@cache
-def _platform_graph() -> CompiledStateGraph:
-    return build_graph()
-
-
-def __getattr__(name: str) -> Any:
-    """``graph``, built on first use so importing this module has no side effects."""
-    if name == "graph":
-        return _platform_graph()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

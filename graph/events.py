@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Literal
@@ -194,8 +195,9 @@ async def stream(
     run = _Run(str(config["run_id"]), thread_id)
     yield run.event("run_start", input=summarize(input))
     try:
-        async with hold_thread(graph, thread_id):
-            async for mode, chunk in graph.astream(input, config, stream_mode=STREAM_MODES, **kwargs):
+        parts = graph.astream(input, config, stream_mode=STREAM_MODES, **kwargs)
+        async with hold_thread(graph, thread_id), aclosing(parts):
+            async for mode, chunk in parts:
                 for event in run.translate(mode, chunk):
                     yield event
     except Exception as e:

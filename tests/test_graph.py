@@ -306,3 +306,29 @@ async def test_astream_events_v2_carries_tokens_and_tool_progress():
 
     assert "".join(tokens) == "it is whole now"
     assert [c["message"] for c in custom if c.get("agent_ng") == "tool_progress"] == ["half", "all"]
+
+
+async def test_a_consumer_that_stops_early_stops_the_run_and_its_tools():
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    @tool
+    async def forever() -> str:
+        """Never finishes on its own."""
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "unreachable"
+
+    model = ScriptedModel(replies=[calls(("forever", {}))])
+    graph = build_graph(model, tools=[forever], checkpointer=InMemorySaver(), settings=settings())
+    events = stream(graph, ask("go"), config())
+    async with asyncio.timeout(GUARD_S):
+        async for event in events:
+            if event.type == "tool_start":
+                break
+        assert started.is_set()
+        await events.aclose()
+    assert cancelled.is_set(), "closing the event stream left the tool running"

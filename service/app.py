@@ -1,0 +1,108 @@
+"""The FastAPI app: the graph built once at start-up, its runs, threads, health, metrics and page.
+
+    uvicorn --factory service.app:create_app        # or: agent-ng serve
+
+The lifespan opens the configured checkpointer (``AGENT_CHECKPOINT_URL``) and builds the graph
+with it, as an application embedding the agent would; every request shares that graph.
+
+| route | what |
+| --- | --- |
+| ``POST /threads/{id}/runs/stream`` | ask on a thread; SSE, one event per ``AgentEvent`` |
+| ``POST /agui`` | the same run in the AG-UI protocol |
+| ``GET /threads``, ``GET /threads/{id}``, ``GET /threads/{id}/history``, ``DELETE /threads/{id}`` | threads |
+| ``GET /healthz`` | liveness, never needs the key |
+| ``GET /metrics`` | Prometheus text |
+| ``GET /`` | the live web page |
+
+With ``AGENT_API_KEY`` set, the data routes need ``Authorization: Bearer <key>`` (401 otherwise).
+The page's static files stay public: they hold no data, and the page asks for the key.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import FileResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from graph.agent import build_graph
+from graph.checkpoint import open_checkpointer
+from service import agui, runs, threads
+from service.inputs import limit_body
+from service.metrics import Metrics
+from service.runner import Runner
+from service.settings import ServiceSettings
+
+STATIC = Path(__file__).parent / "static"
+
+bearer = HTTPBearer(auto_error=False)
+
+
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    model: BaseChatModel | None = None,
+    tools: Sequence[BaseTool | Callable[..., Any]] | None = None,
+    collectors: Iterable[Collector] = (),
+) -> FastAPI:
+    """The service; ``model`` and ``tools`` default to the agent's own (as in ``build_graph``).
+
+    ``collectors`` are extra Prometheus collectors shown on ``/metrics`` (see ``service.metrics``).
+    """
+    settings = settings or ServiceSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_checkpointer(settings.checkpoint_url) as saver:
+            graph = build_graph(model, tools, saver, settings)
+            app.state.runner = Runner(graph, app.state.metrics)
+            yield
+
+    app = FastAPI(title="agent-ng", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = Metrics(collectors)
+
+    protected = [Depends(require_api_key)]
+    app.include_router(runs.router, dependencies=[*protected, Depends(limit_body)])
+    app.include_router(agui.router, dependencies=[*protected, Depends(limit_body)])
+    app.include_router(threads.router, dependencies=protected)
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", dependencies=protected, summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+async def require_api_key(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    key = request.app.state.settings.api_key
+    if key is None:
+        return
+    given = credentials.credentials if credentials else ""
+    if not secrets.compare_digest(given.encode(), key.get_secret_value().encode()):
+        raise HTTPException(
+            401,
+            "missing or wrong API key: send Authorization: Bearer <AGENT_API_KEY>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

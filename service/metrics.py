@@ -1,0 +1,81 @@
+"""Prometheus metrics of the runs, read off the same ``AgentEvent``s every consumer sees.
+
+Each app has its own ``CollectorRegistry`` (so several apps in one process, as in tests, do not
+collide). ``GET /metrics`` renders it in the Prometheus text format.
+
+Other parts of the agent add their own numbers by registering a collector on the same registry,
+either when the app is made or later::
+
+    create_app(collectors=[cache_collector])            # e.g. tool cache hits
+    app.state.metrics.registry.register(limits_collector)  # e.g. current concurrency limits
+
+A collector is any object with ``collect()`` yielding ``prometheus_client`` metric families
+(see ``prometheus_client.registry.Collector``); it is read at every scrape, so it reports
+live values without pushing them here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.registry import Collector
+
+from graph.events import AgentEvent
+
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The run counters; ``observe`` each event of a run, ``cancelled`` when one is cut off."""
+
+    def __init__(self, collectors: Iterable[Collector] = ()) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.runs = Counter("agent_runs", "Runs by how they ended.", ["status"], registry=r)
+        self.runs_active = Gauge("agent_runs_active", "Runs streaming now.", registry=r)
+        self.runs_waiting = Gauge(
+            "agent_runs_waiting", "Runs waiting for another run on their thread to end.", registry=r
+        )
+        self.run_seconds = Histogram(
+            "agent_run_duration_seconds", "Run wall time.", buckets=DURATION_BUCKETS, registry=r
+        )
+        self.first_token_seconds = Histogram(
+            "agent_first_token_seconds",
+            "Time from run start to the model's first text chunk.",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter("agent_tokens", "Model tokens.", ["kind"], registry=r)
+        self.tool_calls = Counter(
+            "agent_tool_calls", "Tool calls by tool and outcome.", ["tool", "outcome"], registry=r
+        )
+        self.tool_seconds = Histogram(
+            "agent_tool_duration_seconds",
+            "Tool call wall time.",
+            ["tool"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        for collector in collectors:
+            r.register(collector)
+
+    def observe(self, event: AgentEvent, *, first_content: bool = False) -> None:
+        if event.type == "content" and first_content:
+            self.first_token_seconds.observe(event.t)
+        elif event.type in ("tool_complete", "tool_error"):
+            outcome = "ok" if event.type == "tool_complete" else "error"
+            self.tool_calls.labels(event.name or "?", outcome).inc()
+            self.tool_seconds.labels(event.name or "?").observe(event.elapsed_s or 0.0)
+        elif event.type == "run_end":
+            self.runs.labels(event.status or "done").inc()
+            self.run_seconds.observe(event.t)
+            for kind in ("input", "output"):
+                self.tokens.labels(kind).inc((event.usage or {}).get(f"{kind}_tokens", 0))
+
+    def cancelled(self, t: float) -> None:
+        self.runs.labels("cancelled").inc()
+        self.run_seconds.observe(t)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

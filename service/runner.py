@@ -1,0 +1,103 @@
+"""Runs as the service makes them: one at a time per thread, counted, and settled if cut off.
+
+``Runner.events`` is ``graph.events.stream`` plus what a server needs around it:
+
+- a second run on a busy thread waits for the first to end (LangGraph's "enqueue" strategy),
+  so two runs never write the same thread at once;
+- every event feeds the metrics;
+- when the consumer goes away (the client disconnected, so the response closes the stream or
+  cancels it), the graph run is cancelled, its running tools with it, and the thread is settled
+  (``graph.settle``) under a shield, so the next run finds a valid history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any
+from weakref import WeakValueDictionary
+
+import anyio
+from langchain_core.messages import HumanMessage
+from langgraph.pregel import Pregel
+
+from graph.events import AgentEvent, stream
+from graph.settle import settle
+from service.metrics import Metrics
+
+log = logging.getLogger("agent_ng.service")
+
+
+@dataclass
+class Runner:
+    graph: Pregel
+    metrics: Metrics
+    _locks: WeakValueDictionary[str, asyncio.Lock] = field(default_factory=WeakValueDictionary)
+
+    def busy(self, thread_id: str) -> bool:
+        lock = self._locks.get(thread_id)
+        return lock is not None and lock.locked()
+
+    @asynccontextmanager
+    async def _turn(self, thread_id: str) -> AsyncIterator[None]:
+        """Hold the thread for one run; while another run holds it, wait (counted as waiting)."""
+        lock = self._locks.get(thread_id)
+        if lock is None:
+            lock = self._locks[thread_id] = asyncio.Lock()
+        with self.metrics.runs_waiting.track_inprogress():
+            await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    async def events(
+        self, thread_id: str, question: str, run_config: dict[str, Any] | None = None
+    ) -> AsyncIterator[AgentEvent]:
+        """Ask ``question`` on ``thread_id`` and yield the run's events, ``run_start`` to ``run_end``.
+
+        The graph runs in a task of its own that hands events over a queue, so stopping this
+        iterator (closed or cancelled) cancels the graph where it awaits, which is what makes
+        LangGraph cancel the running tools. A graph error ends the stream after its
+        ``run_end`` (status ``error``) and is logged, not raised into a response that has
+        already told the client.
+        """
+        config = {**(run_config or {}), "configurable": {"thread_id": thread_id}}
+        input = {"messages": [HumanMessage(question)]}
+        async with self._turn(thread_id):
+            started = perf_counter()
+            queue: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
+            run = asyncio.create_task(self._produce(stream(self.graph, input, config), queue))
+            first_content = True
+            self.metrics.runs_active.inc()
+            try:
+                while (event := await queue.get()) is not None:
+                    self.metrics.observe(event, first_content=first_content)
+                    first_content = first_content and event.type != "content"
+                    yield event
+                await run
+            except Exception:
+                log.exception("run on thread %s failed", thread_id)
+            finally:
+                self.metrics.runs_active.dec()
+                if not run.done():  # the consumer stopped first: the client went away
+                    run.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await asyncio.wait([run])
+                        await settle(self.graph, config)
+                    self.metrics.cancelled(perf_counter() - started)
+                    log.info("run on thread %s cancelled: the client went away", thread_id)
+
+    @staticmethod
+    async def _produce(
+        events: AsyncIterator[AgentEvent], queue: asyncio.Queue[AgentEvent | None]
+    ) -> None:
+        try:
+            async for event in events:
+                queue.put_nowait(event)
+        finally:
+            queue.put_nowait(None)

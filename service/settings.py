@@ -1,0 +1,24 @@
+"""The service's own settings, on top of the agent's (``AGENT_*`` variables as well).
+
+``AGENT_API_KEY`` turns authentication on: every route but ``/healthz`` (and the static page,
+which holds no data and asks for the key) then needs ``Authorization: Bearer <key>``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from graph.settings import Settings
+
+
+class ServiceSettings(Settings):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_key: SecretStr | None = None
+    """``AGENT_API_KEY``: the bearer token every data route needs; unset means no auth."""
+    max_input_chars: int = Field(default=20_000, ge=1)
+    """Longest question a run accepts; longer ones get a 422."""
+    max_body_bytes: int = Field(default=1_000_000, ge=1)
+    """Largest request body (by ``Content-Length``); larger ones get a 413 before parsing."""
+    sse_ping_s: float = Field(default=15.0, gt=0)
+    """Seconds between keep-alive comments on an idle event stream."""

@@ -1,0 +1,192 @@
+"""The threads the agent keeps: list them, read one's messages or checkpoints, delete one.
+
+Threads live in the graph's checkpointer, which has no "list threads" call. With SQLite (the
+default) one query finds the most recently updated threads; with any other checkpointer the
+list is read from its checkpoints, newest first, stopping once ``limit`` threads are found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from pydantic import BaseModel
+
+from service.inputs import ThreadId
+
+router = APIRouter(prefix="/threads")
+
+TITLE_CHARS = 80
+EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+class ToolCallOut(BaseModel):
+    id: str | None
+    name: str
+    args: Any
+
+
+class MessageOut(BaseModel):
+    id: str | None
+    role: Literal["user", "assistant", "tool", "system"]
+    content: str
+    tool_calls: list[ToolCallOut] = []
+    tool_call_id: str | None = None
+    name: str | None = None
+    status: str | None = None
+
+
+class ThreadSummary(BaseModel):
+    thread_id: str
+    title: str
+    """The thread's first question, cut to 80 characters."""
+    messages: int
+    updated_at: datetime | None
+
+
+class ThreadState(BaseModel):
+    thread_id: str
+    messages: list[MessageOut]
+    next: list[str]
+    """Nodes still to run: not empty when a run stopped part-way (waiting for approval)."""
+    checkpoint_id: str | None
+    updated_at: datetime | None
+
+
+class CheckpointOut(BaseModel):
+    checkpoint_id: str | None
+    parent_checkpoint_id: str | None
+    step: int | None
+    source: str | None
+    next: list[str]
+    messages: int
+    created_at: datetime | None
+
+
+@router.get("", summary="The most recently updated threads")
+async def list_threads(
+    request: Request, limit: int = Query(50, ge=1, le=500)
+) -> list[ThreadSummary]:
+    saver = request.app.state.runner.graph.checkpointer
+    summaries = [
+        ThreadSummary(
+            thread_id=item.config["configurable"]["thread_id"],
+            title=title(messages := item.checkpoint["channel_values"].get("messages", [])),
+            messages=len(messages),
+            updated_at=item.checkpoint.get("ts"),
+        )
+        async for item in latest_checkpoints(saver, limit)
+    ]
+    return sorted(summaries, key=lambda t: t.updated_at or EPOCH, reverse=True)
+
+
+async def latest_checkpoints(
+    saver: BaseCheckpointSaver, limit: int
+) -> AsyncIterator[CheckpointTuple]:
+    """The newest checkpoint of each of the ``limit`` most recently updated threads."""
+    if isinstance(saver, AsyncSqliteSaver):
+        query = (
+            "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' "
+            "GROUP BY thread_id ORDER BY MAX(checkpoint_id) DESC LIMIT ?"
+        )
+        async with saver.lock, saver.conn.execute(query, (limit,)) as cursor:
+            thread_ids = [row[0] for row in await cursor.fetchall()]
+        for thread_id in thread_ids:
+            if item := await saver.aget_tuple(config_of(thread_id)):
+                yield item
+        return
+    seen: set[str] = set()
+    async for item in saver.alist(None):
+        configurable = item.config["configurable"]
+        if configurable.get("checkpoint_ns") or configurable["thread_id"] in seen:
+            continue
+        seen.add(configurable["thread_id"])
+        yield item
+        if len(seen) == limit:
+            return
+
+
+@router.get("/{thread_id}", summary="A thread's messages")
+async def get_thread(thread_id: ThreadId, request: Request) -> ThreadState:
+    state = await request.app.state.runner.graph.aget_state(config_of(thread_id))
+    if not state.values:
+        raise HTTPException(404, f"no thread {thread_id!r}")
+    return ThreadState(
+        thread_id=thread_id,
+        messages=[message_out(m) for m in state.values.get("messages", [])],
+        next=list(state.next),
+        checkpoint_id=(state.config or {}).get("configurable", {}).get("checkpoint_id"),
+        updated_at=state.created_at,
+    )
+
+
+@router.get("/{thread_id}/history", summary="A thread's checkpoints, newest first")
+async def thread_history(
+    thread_id: ThreadId, request: Request, limit: int = Query(50, ge=1, le=1000)
+) -> list[CheckpointOut]:
+    graph = request.app.state.runner.graph
+    history = [
+        CheckpointOut(
+            checkpoint_id=s.config["configurable"].get("checkpoint_id"),
+            parent_checkpoint_id=(s.parent_config or {})
+            .get("configurable", {})
+            .get("checkpoint_id"),
+            step=(s.metadata or {}).get("step"),
+            source=(s.metadata or {}).get("source"),
+            next=list(s.next),
+            messages=len((s.values or {}).get("messages", [])),
+            created_at=s.created_at,
+        )
+        async for s in graph.aget_state_history(config_of(thread_id), limit=limit)
+    ]
+    if not history:
+        raise HTTPException(404, f"no thread {thread_id!r}")
+    return history
+
+
+@router.delete("/{thread_id}", status_code=204, summary="Delete a thread and its checkpoints")
+async def delete_thread(thread_id: ThreadId, request: Request) -> Response:
+    runner = request.app.state.runner
+    if runner.busy(thread_id):
+        raise HTTPException(
+            409, f"thread {thread_id!r} has a run in progress; delete it afterwards"
+        )
+    if not (await runner.graph.aget_state(config_of(thread_id))).values:
+        raise HTTPException(404, f"no thread {thread_id!r}")
+    await runner.graph.checkpointer.adelete_thread(thread_id)
+    return Response(status_code=204)
+
+
+def config_of(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id}}
+
+
+def title(messages: list[AnyMessage]) -> str:
+    first = next((m.text for m in messages if isinstance(m, HumanMessage)), "")
+    first = " ".join(first.split())
+    return first if len(first) <= TITLE_CHARS else first[: TITLE_CHARS - 1] + "…"
+
+
+def message_out(message: AnyMessage) -> MessageOut:
+    common = {"id": message.id, "content": message.text}
+    if isinstance(message, AIMessage):
+        calls = [
+            ToolCallOut(id=c["id"], name=c["name"], args=c["args"]) for c in message.tool_calls
+        ]
+        return MessageOut(role="assistant", tool_calls=calls, **common)
+    if isinstance(message, ToolMessage):
+        return MessageOut(
+            role="tool",
+            tool_call_id=message.tool_call_id,
+            name=message.name,
+            status=message.status,
+            **common,
+        )
+    if isinstance(message, SystemMessage):
+        return MessageOut(role="system", **common)
+    return MessageOut(role="user", **common)
