@@ -22,6 +22,7 @@ from graph.agent import build_graph
 from graph.checkpoint import open_checkpointer
 from graph.events import stream
 from graph.settings import Settings
+from tools.registry import load_tools
 
 app = typer.Typer(help="A LangGraph agent that shows everything as it happens.", no_args_is_help=True)
 
@@ -63,8 +64,8 @@ async def converse(questions, thread: str) -> str | None:
     """Run each question as a turn on ``thread``; the graph and checkpointer live for the session."""
     settings = Settings()
     status = None
-    async with open_checkpointer(settings.checkpoint_url) as saver:
-        graph = build_graph(checkpointer=saver, settings=settings)
+    async with open_checkpointer(settings.checkpoint_url) as saver, load_tools(settings) as tools:
+        graph = build_graph(tools=tools, checkpointer=saver, settings=settings)
         config = {"configurable": {"thread_id": thread}}
         for question in questions:
             status = await show_turn(graph, question, config)

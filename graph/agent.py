@@ -26,6 +26,7 @@ from langgraph.types import Send
 from graph.models import chat_model
 from graph.settings import Settings
 from graph.state import AgentState
+from graph.tracing import tracing_wrappers
 from nodes.llm import make_llm_node
 from nodes.tool_calls import ToolCallWrapper, make_tool_node
 from tools.registry import adapt_all, builtin_tools
@@ -58,6 +59,7 @@ def build_graph(
     settings = settings or Settings()
     model = model or chat_model(settings)
     tools = adapt_all(builtin_tools() if tools is None else tools)
+    tool_wrappers = [*tracing_wrappers(settings), *tool_wrappers]
 
     builder = StateGraph(AgentState)
     builder.add_node(

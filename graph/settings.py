@@ -8,6 +8,7 @@ Model: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``AGENT_MODEL``. Everything else
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from platformdirs import user_data_dir
 from pydantic import AliasChoices, Field, SecretStr, model_validator
@@ -37,6 +38,12 @@ class Settings(BaseSettings):
     """Tools running at once in one step; per run: ``config["max_concurrency"]``."""
     max_steps: int = Field(default=20, ge=1)
     """Model turns per user message before the agent stops with a plain answer."""
+
+    # MCP tools and tracing (README: "MCP tools", "Tracing")
+    mcp_config: Path | None = None
+    """An ``mcpServers`` JSON file whose servers' tools join the built-in ones."""
+    tracing: Literal["off", "otlp"] = "off"
+    """``otlp``: OpenTelemetry spans to ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the ``tracing`` extra)."""
 
     @model_validator(mode="after")
     def _default_checkpoint_url(self) -> Settings:

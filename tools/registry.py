@@ -16,7 +16,8 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.tools import BaseTool, StructuredTool, tool
 from langchain_core.tools.base import create_schema_from_function
@@ -25,6 +26,9 @@ from tools import progress
 from tools.calculator import calculator
 from tools.primes import count_primes
 from tools.progress import Progress
+
+if TYPE_CHECKING:
+    from graph.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +93,32 @@ def from_generator(fn: Callable[..., AsyncIterator[Any]]) -> BaseTool:
         description=inspect.getdoc(fn) or name,
         args_schema=create_schema_from_function(name, fn),
     )
+
+
+SOURCE_KEY = "agent_ng_source"
+"""Metadata key naming where a tool comes from, e.g. ``mcp:files``; absent for built-in tools."""
+
+
+def source_of(tool_: BaseTool) -> str:
+    return (tool_.metadata or {}).get(SOURCE_KEY, "built-in")
+
+
+@asynccontextmanager
+async def load_tools(settings: Settings) -> AsyncIterator[list[BaseTool]]:
+    """The built-in tools plus, with ``AGENT_MCP_CONFIG``, the MCP servers' tools.
+
+    The servers' sessions stay open inside the block, so build and run the graph there:
+
+        async with load_tools(settings) as tools:
+            graph = build_graph(tools=tools, settings=settings)
+    """
+    if settings.mcp_config is None:
+        yield builtin_tools()
+        return
+    try:
+        from tools.mcp_servers import open_mcp_servers
+    except ImportError as e:
+        raise RuntimeError(f"AGENT_MCP_CONFIG needs the mcp extra: pip install 'agent-ng[mcp]' ({e})") from e
+
+    async with open_mcp_servers(settings.mcp_config) as servers:
+        yield [*builtin_tools(), *servers.tools]
