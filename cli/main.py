@@ -17,6 +17,7 @@ from langchain_core.messages import HumanMessage
 from rich.console import Console
 from rich.live import Live
 
+from cli.tools import list_tools
 from cli.view import PlainView, TurnView
 from graph.agent import build_graph
 from graph.checkpoint import open_checkpointer
@@ -96,6 +97,8 @@ def finish(thread: str, status: str | None) -> None:
 def new_thread_id() -> str:
     return uuid.uuid4().hex[:12]
 
+
+app.command("tools")(list_tools)
 
 if __name__ == "__main__":
     app()
