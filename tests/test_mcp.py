@@ -13,6 +13,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def http_server_url() -> Iterator[str]:
             except httpx.TransportError:
                 if process.poll() is not None:
                     raise RuntimeError("the test MCP server exited") from None
-                subprocess.run(["sleep", "0.05"])  # waiting for a subprocess to listen
+                time.sleep(0.05)  # waiting for the server process to listen
         yield url
     finally:
         process.terminate()

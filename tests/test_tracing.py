@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,7 +158,7 @@ def phoenix_url(tmp_path) -> Iterator[str]:
                 pass
             if process.poll() is not None:
                 raise RuntimeError("phoenix serve exited")
-            subprocess.run(["sleep", "0.1"])  # waiting for another process to listen
+            time.sleep(0.1)  # waiting for the Phoenix process to listen
         else:
             raise RuntimeError("phoenix serve did not become healthy")
         yield url
@@ -187,7 +188,7 @@ def test_a_traced_run_shows_in_phoenix_as_one_trace(tmp_path, phoenix_url):
         rows = client.spans.get_spans(project_identifier="default", limit=100)
         if len([r for r in rows if r["span_kind"] == "TOOL"]) == 3:
             break
-        subprocess.run(["sleep", "0.1"])  # Phoenix inserts received spans in the background
+        time.sleep(0.1)  # Phoenix stores received spans in the background
     spans = [
         Span(r["name"], r["context"]["span_id"], r.get("parent_id"), r["context"]["trace_id"],
              _ns(r["start_time"]), _ns(r["end_time"]), {**r["attributes"], "openinference.span.kind": r["span_kind"]})
