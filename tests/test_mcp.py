@@ -210,3 +210,29 @@ def test_mcp_progress_counts_become_fractions():
     assert fraction(1, 4) == 0.25
     assert fraction(5, None) is None
     assert fraction(7, 5) == 1.0
+
+
+async def test_tools_of_the_same_name_are_refused_and_a_prefix_tells_them_apart(tmp_path):
+    entry = {"command": sys.executable, "args": [SERVER]}
+    clash = write_config(tmp_path, {"a": entry, "b": entry})
+    with pytest.raises(ValueError, match=r"same name: \{'gather': \['mcp:a', 'mcp:b'\]"):
+        async with load_tools(settings(mcp_config=clash)):
+            pass
+    prefixed = write_config(
+        tmp_path, {"a": entry, "b": {**entry, "prefix": True, "tools": {"echo": {"timeout_s": 3}}}}
+    )
+    async with load_tools(settings(mcp_config=prefixed)) as tools:
+        by_name = {t.name: t for t in tools}
+        reply = await by_name["b_echo"].ainvoke({"text": "via b"})
+    assert reply[0]["text"] == "via b", "a prefixed tool calls the server's own tool name"
+    assert {"gather", "b_gather", "echo", "b_echo"} <= set(by_name)
+    assert spec_of(by_name["b_echo"]).timeout_s == 3 and spec_of(by_name["echo"]).timeout_s is None
+
+
+async def test_a_server_that_never_answers_is_given_up_after_the_startup_timeout(tmp_path):
+    silent = {"command": sys.executable, "args": ["-c", "import sys; sys.stdin.read()"], "startup_timeout_s": 0.5}
+    path = write_config(tmp_path, {"silent": silent, "t": {"command": sys.executable, "args": [SERVER]}})
+    async with asyncio.timeout(GUARD_S):
+        async with open_mcp_servers(path) as servers:
+            assert servers.failures == {"silent": "did not answer within 0.5 s"}
+            assert "echo" in {t.name for t in servers.tools}

@@ -80,10 +80,12 @@ class ServerConfig(BaseModel):
     """Only needed for the old SSE transport (``"sse"``); otherwise inferred."""
     prefix: bool = False
     """Name the tools ``<server>_<tool>`` (when two servers have tools of the same name)."""
+    startup_timeout_s: float = Field(default=STARTUP_TIMEOUT_S, gt=0)
+    """How long the server may take to start and list its tools."""
     defaults: dict[str, Any] = Field(default_factory=dict)
     """``ToolSpec`` fields for every tool of this server."""
     tools: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    """``ToolSpec`` fields per tool, over ``defaults``."""
+    """``ToolSpec`` fields per tool (by the server's own tool name), over ``defaults``."""
 
     @model_validator(mode="after")
     def _one_transport(self) -> ServerConfig:
@@ -152,16 +154,19 @@ class McpServer:
     _stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
-    async def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    async def start(self) -> None:
         """Open the session and load the tools; on failure set ``error`` instead of raising."""
         ready: asyncio.Future[list[BaseTool]] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._hold_session(ready), name=f"mcp:{self.name}")
+        timeout_s = self.config.startup_timeout_s
         try:
             async with asyncio.timeout(timeout_s):
                 tools = await asyncio.shield(ready)
         except TimeoutError:
             self.error = f"did not answer within {timeout_s:g} s"
-            await self.stop()
+            ready.cancel()
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
             return
         except Exception as e:
             self.error = f"did not start: {describe(e)}"
@@ -197,7 +202,8 @@ class McpServer:
                 self.error = f"stopped: {describe(e)}"
 
     def _adopt(self, tool: BaseTool) -> BaseTool:
-        spec = self.config.spec(tool.name)
+        mcp_name = tool.name.removeprefix(f"{self.name}_") if self.config.prefix else tool.name
+        spec = self.config.spec(mcp_name)
         tool.metadata = {**(tool.metadata or {}), SOURCE_KEY: f"mcp:{self.name}"}
         return configure(tool, **dataclasses.asdict(spec))
 
@@ -239,7 +245,7 @@ class McpServers:
 
 
 @asynccontextmanager
-async def open_mcp_servers(path: Path, *, timeout_s: float = STARTUP_TIMEOUT_S) -> AsyncIterator[McpServers]:
+async def open_mcp_servers(path: Path) -> AsyncIterator[McpServers]:
     """Start every server in the file at once; their sessions stay open inside the block.
 
     A bad file raises ``McpConfigError``. A server that does not start is logged and listed
@@ -247,7 +253,7 @@ async def open_mcp_servers(path: Path, *, timeout_s: float = STARTUP_TIMEOUT_S) 
     """
     servers = McpServers([McpServer(name, config) for name, config in read_config(path).items()])
     try:
-        await asyncio.gather(*(s.start(timeout_s) for s in servers.servers))
+        await asyncio.gather(*(s.start() for s in servers.servers))
         for name, error in servers.failures.items():
             log.warning("agent-ng: MCP server %r %s; its tools are not available.", name, error)
         yield servers

@@ -121,4 +121,18 @@ async def load_tools(settings: Settings) -> AsyncIterator[list[BaseTool]]:
         raise RuntimeError(f"AGENT_MCP_CONFIG needs the mcp extra: pip install 'agent-ng[mcp]' ({e})") from e
 
     async with open_mcp_servers(settings.mcp_config) as servers:
-        yield [*builtin_tools(), *servers.tools]
+        yield distinct([*builtin_tools(), *servers.tools])
+
+
+def distinct(tools: list[BaseTool]) -> list[BaseTool]:
+    """``tools`` if their names differ; else a clear error (a tool node keeps one per name)."""
+    sources: dict[str, list[str]] = {}
+    for t in tools:
+        sources.setdefault(t.name, []).append(source_of(t))
+    clashes = {name: where for name, where in sources.items() if len(where) > 1}
+    if clashes:
+        raise ValueError(
+            f"tools with the same name: {clashes}; set \"prefix\": true on an MCP server to "
+            "name its tools <server>_<tool>"
+        )
+    return tools
