@@ -174,7 +174,7 @@ def phoenix_url(tmp_path) -> Iterator[str]:
         "project's venv (20.26 needs mcp 2, langchain-mcp-adapters needs mcp < 2; 20.6, the one "
         "that fits, fails to import on Python 3.11.7 in phoenix/trace/dsl/filter.py, 'mutable "
         "default mappingproxy', and its client's pytest plugin imports it, breaking pytest), and "
-        "`phoenix serve` takes ~35 s to start here, over the test budget; a Python 3.12 venv with "
+        "`phoenix serve` takes 20-35 s to start here, over the test budget; a Python 3.12 venv with "
         "`pip install arize-phoenix` (20.26.1) runs it and the test passes"
     ),
 )
