@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -39,8 +40,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def http_server_url() -> Iterator[str]:
+@contextmanager
+def http_server() -> Iterator[str]:
+    """The test server over streamable HTTP in its own process; yields its URL."""
     port = free_port()
     process = subprocess.Popen([sys.executable, SERVER, "--http", str(port)], stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/mcp"
@@ -57,6 +59,12 @@ def http_server_url() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def http_server_url() -> Iterator[str]:
+    with http_server() as url:
+        yield url
 
 
 @pytest.fixture(params=["stdio", "http"])
@@ -151,14 +159,15 @@ async def test_a_server_that_cannot_start_is_reported_and_the_builtin_tools_stil
     assert events[-1].status == "done"
 
 
-async def test_a_server_that_dies_mid_call_gives_its_tools_a_clear_error(tmp_path):
-    path = write_config(tmp_path, {"t": {"command": sys.executable, "args": [SERVER]}})
-    async with open_mcp_servers(path) as servers:
-        tools = [*builtin_tools(), *servers.tools]
-        events, model = await run(
-            tools,
-            [calls(("exit_now", {}), ("calculator", {"expression": "1+1"})), calls(("echo", {"text": "again"})), Reply(text="ok")],
-        )
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_a_server_that_dies_mid_call_gives_its_tools_a_clear_error(tmp_path, transport):
+    with ExitStack() as stack:
+        if transport == "stdio":
+            entry = {"command": sys.executable, "args": [SERVER]}
+        else:
+            entry = {"url": stack.enter_context(http_server())}
+        path = write_config(tmp_path, {"t": entry})
+        events, model = await run_until_the_server_dies(path)
     exit_id, calc_id = model.replies[0].ids
     (echo_id,) = model.replies[1].ids
     errors = {e.tool_call_id: e.error for e in of_type(events, "tool_error")}
@@ -166,6 +175,16 @@ async def test_a_server_that_dies_mid_call_gives_its_tools_a_clear_error(tmp_pat
     assert "MCP server 't' stopped" in errors[exit_id]
     assert "MCP server 't' is not available" in errors[echo_id]
     assert [e.tool_call_id for e in of_type(events, "tool_complete")] == [calc_id]
+
+
+async def run_until_the_server_dies(path: Path) -> tuple[list[AgentEvent], ScriptedModel]:
+    async with open_mcp_servers(path) as servers:
+        tools = [*builtin_tools(), *servers.tools]
+        events, model = await run(
+            tools,
+            [calls(("exit_now", {}), ("calculator", {"expression": "1+1"})), calls(("echo", {"text": "again"})), Reply(text="ok")],
+        )
+    return events, model
 
 
 async def test_mcp_tools_carry_their_source_and_the_specs_from_the_file(tmp_path):

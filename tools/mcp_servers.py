@@ -23,7 +23,10 @@ and every call of its tools goes over it: no process or connection per call.
   runs ``progress.report`` in it: two calls of one tool report under their own ids.
 - Errors: an MCP error result becomes an error ``ToolMessage`` (the adapter's default), hence
   ``tool_error``. A server that does not start is reported in ``failures`` and has no tools;
-  the others load. A server that dies makes its tools fail with a message saying so.
+  the others load. A server that dies makes its calls fail with a message saying so, the
+  call in flight included: over stdio the SDK reports the closed pipe; over HTTP it does not
+  (a broken response stream leaves the call waiting forever), so ``WatchedTransport`` sees the
+  transport error in httpx and fails the server's calls in flight.
 """
 
 from __future__ import annotations
@@ -33,12 +36,13 @@ import contextvars
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 from langchain_core.tools import BaseTool
 from langchain_mcp_adapters.callbacks import CallbackContext, Callbacks, _MCPCallbacks
 from langchain_mcp_adapters.interceptors import MCPToolCallRequest
@@ -54,6 +58,8 @@ from tools.registry import SOURCE_KEY, ToolSpec, configure
 log = logging.getLogger("agent_ng")
 
 STARTUP_TIMEOUT_S = 30.0
+MCP_HTTP_TIMEOUT = httpx.Timeout(30.0, read=300.0)
+"""The MCP SDK's own default: long reads, since a response may be a long-lived stream."""
 SPEC_FIELDS = frozenset(f.name for f in dataclasses.fields(ToolSpec))
 
 
@@ -96,11 +102,20 @@ class ServerConfig(BaseModel):
                 raise ValueError(f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(SPEC_FIELDS)}")
         return self
 
-    def connection(self) -> Connection:
+    def connection(self, on_transport_error: Callable[[Exception], None]) -> Connection:
         if self.command is not None:
             return {"transport": "stdio", "command": self.command, "args": self.args, "env": self.env, "cwd": self.cwd}
         transport = "sse" if self.transport == "sse" else "streamable_http"
-        return {"transport": transport, "url": self.url, "headers": self.headers}
+
+        def client(headers=None, timeout=None, auth=None) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                headers=headers,
+                timeout=timeout or MCP_HTTP_TIMEOUT,
+                auth=auth,
+                transport=WatchedTransport(httpx.AsyncHTTPTransport(), on_transport_error),
+            )
+
+        return {"transport": transport, "url": self.url, "headers": self.headers, "httpx_client_factory": client}
 
     def spec(self, tool_name: str) -> ToolSpec:
         return TypeAdapter(ToolSpec).validate_python({**self.defaults, **self.tools.get(tool_name, {})})
@@ -121,6 +136,47 @@ def read_config(path: Path) -> dict[str, ServerConfig]:
         raise McpConfigError(f"the MCP config {path} is not valid JSON: {e}") from e
     except ValidationError as e:
         raise McpConfigError(f"the MCP config {path} is not usable:\n{e}") from e
+
+
+class WatchedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that reports any transport error, also one inside a response stream."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, on_error: Callable[[Exception], None]) -> None:
+        self._inner = inner
+        self._on_error = on_error
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx.TransportError as e:
+            self._on_error(e)
+            raise
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=WatchedStream(response.stream, self._on_error),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class WatchedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: Any, on_error: Callable[[Exception], None]) -> None:
+        self._inner = inner
+        self._on_error = on_error
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except httpx.TransportError as e:
+            self._on_error(e)
+            raise
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class ProgressToCaller(Callbacks):
@@ -152,6 +208,7 @@ class McpServer:
     error: str | None = None
     """Why the server is not available (did not start, or stopped); None while it runs."""
     _stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    _gone: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -184,7 +241,7 @@ class McpServer:
 
     async def _hold_session(self, ready: asyncio.Future[list[BaseTool]]) -> None:
         try:
-            async with create_session(self.config.connection()) as session:
+            async with create_session(self.config.connection(self._transport_failed)) as session:
                 await session.initialize()
                 tools = await load_mcp_tools(
                     session,
@@ -199,7 +256,7 @@ class McpServer:
             if not ready.done():
                 ready.set_exception(e)
             else:
-                self.error = f"stopped: {describe(e)}"
+                self._lose(f"its session ended ({describe(e)})")
 
     def _adopt(self, tool: BaseTool) -> BaseTool:
         mcp_name = tool.name.removeprefix(f"{self.name}_") if self.config.prefix else tool.name
@@ -207,18 +264,38 @@ class McpServer:
         tool.metadata = {**(tool.metadata or {}), SOURCE_KEY: f"mcp:{self.name}"}
         return configure(tool, **dataclasses.asdict(spec))
 
+    def _lose(self, why: str) -> None:
+        """Mark the server gone: calls in flight and later calls fail, saying ``why``."""
+        if not self.error:
+            self.error = why
+        self._gone.set()
+
+    def _transport_failed(self, e: Exception) -> None:
+        if not self._stop.is_set():
+            self._lose(f"its connection failed ({describe(e)})")
+
     async def _say_when_gone(self, request: MCPToolCallRequest, handler: Any) -> Any:
-        """Turn a lost connection into a message that names the server and what happened."""
+        """Run the call, unless or until the server is gone; then fail it with a clear message."""
         if self.error:
             raise McpServerUnavailable(f"MCP server {self.name!r} is not available: {self.error}")
+        call = asyncio.ensure_future(handler(request))
+        gone = asyncio.ensure_future(self._gone.wait())
         try:
-            return await handler(request)
-        except McpError as e:
-            if e.error.code != CONNECTION_CLOSED:
-                raise
-            self.error = "its connection closed during a call (the server exited or went away)"
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self.error = "its connection is closed (the server exited or went away)"
+            await asyncio.wait({call, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not call.done():
+                call.cancel()
+                call.add_done_callback(lambda task: task.cancelled() or task.exception())
+        if call.done() and not call.cancelled():
+            try:
+                return call.result()
+            except McpError as e:
+                if e.error.code != CONNECTION_CLOSED:
+                    raise
+                self._lose("its connection closed during a call (the server exited or went away)")
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._lose("its connection is closed (the server exited or went away)")
         raise McpServerUnavailable(f"MCP server {self.name!r} stopped: {self.error}")
 
 
