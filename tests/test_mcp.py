@@ -208,6 +208,8 @@ async def test_mcp_tools_carry_their_source_and_the_specs_from_the_file(tmp_path
         ({"x": {"command": "a", "url": "http://b"}}, "either 'command'"),
         ({"x": {"command": "a", "defaults": {"timeout": 3}}}, "unknown setting(s) ['timeout']"),
         ({"x": {"command": "a", "tools": {"t": {"retries": 3}}}}, "tools.t: unknown setting(s)"),
+        ({"x": {"command": "a", "tools": {"t": {"timeout_s": "soon"}}}}, "tools.t: timeout_s: Input should be a valid number"),
+        ({"x": {"command": "a", "startup_timeout_s": 0}}, "startup_timeout_s"),
     ],
 )
 def test_a_bad_config_is_refused_with_what_is_wrong(tmp_path, servers, message):

@@ -97,9 +97,15 @@ class ServerConfig(BaseModel):
     def _one_transport(self) -> ServerConfig:
         if (self.command is None) == (self.url is None):
             raise ValueError("give either 'command' (a stdio server) or 'url' (an HTTP server)")
-        for where, fields in [("defaults", self.defaults), *((f"tools.{n}", f) for n, f in self.tools.items())]:
+        for where, name in [("defaults", ""), *((f"tools.{n}", n) for n in self.tools)]:
+            fields = self.tools[name] if name else self.defaults
             if unknown := set(fields) - SPEC_FIELDS:
                 raise ValueError(f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(SPEC_FIELDS)}")
+            try:
+                self.spec(name)
+            except ValidationError as e:
+                problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+                raise ValueError(f"{where}: {problems}") from None
         return self
 
     def connection(self, on_transport_error: Callable[[Exception], None]) -> Connection:
