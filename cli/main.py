@@ -25,8 +25,9 @@ from rich.live import Live
 
 from cli import threads
 from cli.approvals import settle
-from cli.stats import stats
 from cli.serve import serve
+from cli.stats import stats
+from cli.tools import list_tools
 from cli.view import PlainView, TurnView
 from graph.agent import build_graph
 from graph.checkpoint import open_checkpointer
@@ -34,11 +35,9 @@ from graph.events import stream
 from graph.settings import Settings
 from graph.thread_lock import ThreadBusyError
 from graph.tool_store import open_tool_store
+from tools.registry import load_tools
 
 app = typer.Typer(help="A LangGraph agent that shows everything as it happens.", no_args_is_help=True)
-app.add_typer(threads.app, name="threads")
-
-app.command()(stats)
 
 Thread = Annotated[str | None, typer.Option("--thread", "-t", help="Thread id to continue (default: a new thread).")]
 
@@ -98,8 +97,9 @@ async def open_agent() -> AsyncIterator[CompiledStateGraph]:
     async with (
         open_checkpointer(settings.checkpoint_url, pool_size=settings.checkpoint_pool_size) as saver,
         open_tool_store(settings.cache_url, max_entries=settings.cache_max_entries) as tool_store,
+        load_tools(settings) as tools,
     ):
-        yield build_graph(checkpointer=saver, settings=settings, tool_store=tool_store)
+        yield build_graph(tools=tools, checkpointer=saver, settings=settings, tool_store=tool_store)
 
 
 def prompts():
@@ -162,7 +162,9 @@ def new_thread_id() -> str:
 
 
 app.command()(serve)
-
+app.command()(stats)
+app.command("tools")(list_tools)
+app.add_typer(threads.app, name="threads")
 
 if __name__ == "__main__":
     app()

@@ -26,8 +26,9 @@ from graph.models import chat_model
 from graph.settings import Settings
 from graph.state import AgentState
 from graph.tool_store import MemoryToolStore, ToolStore
-from nodes.engine import engine_wrappers
+from graph.tracing import tracing_wrappers
 from nodes.approval import require_approval
+from nodes.engine import engine_wrappers
 from nodes.llm import make_llm_node
 from nodes.memory import make_memory
 from nodes.tool_calls import ToolCallWrapper, make_tool_node
@@ -81,7 +82,8 @@ def build_graph(
     if tool_wrappers is None:
         store = tool_store or MemoryToolStore(settings.cache_max_entries)
         tool_wrappers = engine_wrappers(settings, store)
-    builder.add_node(TOOLS, make_tool_node(tools, [require_approval, *tool_wrappers]))
+    wrappers = [*tracing_wrappers(settings), require_approval, *tool_wrappers]
+    builder.add_node(TOOLS, make_tool_node(tools, wrappers))
     builder.add_edge(START, LLM)
     builder.add_conditional_edges(LLM, route_tool_calls, [TOOLS, LLM, END])
     builder.add_edge(TOOLS, LLM)

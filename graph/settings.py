@@ -12,7 +12,7 @@ Tool engine: ``AGENT_TOOL_TIMEOUT_S``, ``AGENT_CACHE_URL``, ``AGENT_CACHE_TTL_S`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from platformdirs import user_data_dir
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
+
+    # MCP tools and tracing (README: "MCP tools", "Tracing")
+    mcp_config: Path | None = None
+    """An ``mcpServers`` JSON file whose servers' tools join the built-in ones."""
+    tracing: Literal["off", "otlp"] = "off"
+    """``otlp``: OpenTelemetry spans to ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the ``tracing`` extra)."""
 
     @model_validator(mode="after")
     def _default_checkpoint_url(self) -> Settings:

@@ -22,6 +22,7 @@ from graph.checkpoint import open_checkpointer
 from graph.events import AgentEvent, stream
 from graph.settings import Settings
 from nodes.approval import parse_decision
+from nodes.tool_calls import notes
 from tests.scripted_model import Reply, ScriptedModel, calls
 from tools.registry import configure
 
@@ -185,6 +186,7 @@ async def test_the_cli_asks_yes_no_or_edit_and_resumes(monkeypatch):
     assert sorted(log) == [("remove", "/1"), ("remove", "/9")]
     rejected = [m for m in model.seen[1] if isinstance(m, ToolMessage) and m.status == "error"]
     assert len(rejected) == 1 and "not this one" in rejected[0].text
+    assert notes(rejected[0]) == {"rejected": True}
 
 
 async def test_without_an_answer_the_cli_leaves_the_thread_waiting(monkeypatch):

@@ -16,7 +16,8 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.tools import BaseTool, StructuredTool, tool
 from langchain_core.tools.base import create_schema_from_function
@@ -29,6 +30,9 @@ from tools.http_fetch import make_http_fetch
 from tools.primes import count_primes
 from tools.progress import Progress
 from tools.sql_query import make_sql_query
+
+if TYPE_CHECKING:
+    from graph.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +124,46 @@ def from_generator(fn: Callable[..., AsyncIterator[Any]]) -> BaseTool:
         description=inspect.getdoc(fn) or name,
         args_schema=create_schema_from_function(name, fn),
     )
+
+
+SOURCE_KEY = "agent_ng_source"
+"""Metadata key naming where a tool comes from, e.g. ``mcp:files``; absent for built-in tools."""
+
+
+def source_of(tool_: BaseTool) -> str:
+    return (tool_.metadata or {}).get(SOURCE_KEY, "built-in")
+
+
+@asynccontextmanager
+async def load_tools(settings: Settings) -> AsyncIterator[list[BaseTool]]:
+    """The built-in tools plus, with ``AGENT_MCP_CONFIG``, the MCP servers' tools.
+
+    The servers' sessions stay open inside the block, so build and run the graph there:
+
+        async with load_tools(settings) as tools:
+            graph = build_graph(tools=tools, settings=settings)
+    """
+    if settings.mcp_config is None:
+        yield builtin_tools(settings)
+        return
+    try:
+        from tools.mcp_servers import open_mcp_servers
+    except ImportError as e:
+        raise RuntimeError(f"AGENT_MCP_CONFIG needs the mcp extra: pip install 'agent-ng[mcp]' ({e})") from e
+
+    async with open_mcp_servers(settings.mcp_config) as servers:
+        yield distinct([*builtin_tools(settings), *servers.tools])
+
+
+def distinct(tools: list[BaseTool]) -> list[BaseTool]:
+    """``tools`` if their names differ; else a clear error (a tool node keeps one per name)."""
+    sources: dict[str, list[str]] = {}
+    for t in tools:
+        sources.setdefault(t.name, []).append(source_of(t))
+    clashes = {name: where for name, where in sources.items() if len(where) > 1}
+    if clashes:
+        raise ValueError(
+            f"tools with the same name: {clashes}; set \"prefix\": true on an MCP server to "
+            "name its tools <server>_<tool>"
+        )
+    return tools

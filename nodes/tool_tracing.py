@@ -1,0 +1,91 @@
+"""One OpenTelemetry span per tool call, made by the outermost tool-call wrapper.
+
+Added by ``graph.tracing`` only when tracing is on. LangChain's own tool callbacks only see a
+tool that runs; this wrapper also sees calls answered from the cache, stopped by a timeout or
+rejected by a person, so the span says which (``agent_ng.tool.cached`` / ``timed_out`` /
+``rejected``, from the notes the engine wrappers leave on the ``ToolMessage``). It carries the
+``tool_call.id``, follows the OpenInference conventions (``openinference.span.kind=TOOL``,
+``tool.name``, ``input.value``, ``output.value``) and is a child of its ``tools`` task's span,
+so parallel calls show as overlapping siblings in one trace.
+
+LangChain's tool span for the same call is suppressed while the wrapper's span is open, so a
+call is one span, not two. Spans the tool itself would start (a model called inside a tool)
+are suppressed with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from langchain_core.messages import ToolMessage
+from langgraph.errors import GraphBubbleUp
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Command
+from openinference.instrumentation.langchain import get_current_span
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+from graph.tracing import start_tracing
+from nodes.tool_calls import Execute, preview
+from tools.progress import EVENT_KEY
+
+NOTES_KEY = EVENT_KEY
+"""Where the engine wrappers note how a result came about (``response_metadata``)."""
+
+
+async def trace_tool_call(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
+    """Run the call inside its own span and record its outcome there."""
+    call = request.tool_call
+    parent = get_current_span()
+    context = trace.set_span_in_context(parent) if parent is not None else None
+    tracer = start_tracing().get_tracer(__name__)
+    with tracer.start_as_current_span(
+        call["name"],
+        context=context,
+        attributes=start_attributes(call),
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            with suppress_instrumentation():
+                result = await execute(request)
+        except GraphBubbleUp:
+            span.set_attribute("agent_ng.tool.status", "interrupted")
+            raise
+        except asyncio.CancelledError:
+            span.set_attribute("agent_ng.tool.status", "cancelled")
+            span.set_status(trace.StatusCode.ERROR, "cancelled")
+            raise
+        except Exception as e:
+            span.record_exception(e)
+            span.set_status(trace.StatusCode.ERROR, f"{type(e).__name__}: {e}")
+            raise
+        span.set_attributes(outcome_attributes(result))
+        if isinstance(result, ToolMessage) and result.status == "error":
+            span.set_status(trace.StatusCode.ERROR, preview(result.text, 500))
+        return result
+
+
+def start_attributes(call: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "openinference.span.kind": "TOOL",
+        "tool.name": call["name"],
+        "tool_call.id": call["id"],
+        "input.value": json.dumps(call["args"], default=str),
+        "input.mime_type": "application/json",
+    }
+
+
+def outcome_attributes(result: ToolMessage | Command) -> dict[str, Any]:
+    if not isinstance(result, ToolMessage):
+        return {"agent_ng.tool.status": "command"}
+    notes = result.response_metadata.get(NOTES_KEY) or {}
+    return {
+        "output.value": preview(result.text),
+        "agent_ng.tool.status": result.status,
+        "agent_ng.tool.cached": bool(notes.get("cached")),
+        "agent_ng.tool.timed_out": bool(notes.get("timed_out")),
+        "agent_ng.tool.rejected": bool(notes.get("rejected")),
+    }
