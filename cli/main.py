@@ -13,13 +13,10 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
 import typer
 from langchain_core.messages import HumanMessage
-from langgraph.graph.state import CompiledStateGraph
 from rich.console import Console
 from rich.live import Live
 
@@ -29,13 +26,10 @@ from cli.serve import serve
 from cli.stats import stats
 from cli.tools import list_tools
 from cli.view import PlainView, TurnView
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
+from graph.agent import open_agent
 from graph.events import stream
 from graph.settings import Settings
 from graph.thread_lock import ThreadBusyError
-from graph.tool_store import open_tool_store
-from tools.registry import load_tools
 
 app = typer.Typer(help="A LangGraph agent that shows everything as it happens.", no_args_is_help=True)
 
@@ -67,7 +61,7 @@ def resume(thread: Annotated[str, typer.Option("--thread", "-t", help="Thread id
 
 async def resume_thread(thread: str) -> str | None:
     """Finish the thread's pending step from its checkpoint: only unfinished tools run again."""
-    async with open_agent() as graph:
+    async with open_agent(Settings()) as graph:
         config = {"configurable": {"thread_id": thread}}
         snapshot = await graph.aget_state(config)
         if snapshot.metadata is None:
@@ -90,18 +84,6 @@ def run_cli(session) -> str | None:
         return "cancelled"
 
 
-@asynccontextmanager
-async def open_agent() -> AsyncIterator[CompiledStateGraph]:
-    """The graph over the configured checkpointer and tool store, for one CLI session."""
-    settings = Settings()
-    async with (
-        open_checkpointer(settings.checkpoint_url, pool_size=settings.checkpoint_pool_size) as saver,
-        open_tool_store(settings.cache_url, max_entries=settings.cache_max_entries) as tool_store,
-        load_tools(settings) as tools,
-    ):
-        yield build_graph(tools=tools, checkpointer=saver, settings=settings, tool_store=tool_store)
-
-
 def prompts():
     console = Console()
     while True:
@@ -117,7 +99,7 @@ def prompts():
 async def converse(questions, thread: str) -> str | None:
     """Run each question as a turn on ``thread``; the graph and checkpointer live for the session."""
     status = None
-    async with open_agent() as graph:
+    async with open_agent(Settings()) as graph:
         config = {"configurable": {"thread_id": thread}}
         if (await graph.aget_state(config)).tasks:
             typer.echo(

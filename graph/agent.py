@@ -11,7 +11,8 @@ checkpointed the moment its tool finishes. ``graph.studio`` holds the graph that
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -22,17 +23,18 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 
+from graph.checkpoint import open_checkpointer
 from graph.models import chat_model
 from graph.settings import Settings
 from graph.state import AgentState
-from graph.tool_store import MemoryToolStore, ToolStore
+from graph.tool_store import MemoryToolStore, ToolStore, open_tool_store
 from graph.tracing import tracing_wrappers
 from nodes.approval import require_approval
 from nodes.engine import engine_wrappers
 from nodes.llm import make_llm_node
 from nodes.memory import make_memory
 from nodes.tool_calls import ToolCallWrapper, make_tool_node
-from tools.registry import adapt_all, builtin_tools
+from tools.registry import adapt_all, builtin_tools, load_tools
 
 LLM = "llm"
 TOOLS = "tools"
@@ -90,3 +92,20 @@ def build_graph(
     compiled = builder.compile(checkpointer=checkpointer, name="agent-ng")
     return compiled.with_config(max_concurrency=settings.max_concurrency)
 
+
+@asynccontextmanager
+async def open_agent(
+    settings: Settings,
+    model: BaseChatModel | None = None,
+    tools: Sequence[BaseTool | Callable[..., Any]] | None = None,
+) -> AsyncIterator[CompiledStateGraph]:
+    """The graph over everything ``settings`` name, open for the block: the checkpointer, the
+    tool store, and the built-in plus MCP tools (unless ``tools`` are given)."""
+    async with (
+        open_checkpointer(settings.checkpoint_url, pool_size=settings.checkpoint_pool_size) as saver,
+        open_tool_store(settings.cache_url, max_entries=settings.cache_max_entries) as tool_store,
+        load_tools(settings) as loaded,
+    ):
+        yield build_graph(
+            model, loaded if tools is None else tools, saver, settings, tool_store=tool_store
+        )
