@@ -17,6 +17,7 @@ from langchain_core.messages import HumanMessage
 from rich.console import Console
 from rich.live import Live
 
+from cli.bench import bench
 from cli.view import PlainView, TurnView
 from graph.agent import build_graph
 from graph.checkpoint import open_checkpointer
@@ -24,6 +25,7 @@ from graph.events import stream
 from graph.settings import Settings
 
 app = typer.Typer(help="A LangGraph agent that shows everything as it happens.", no_args_is_help=True)
+app.command()(bench)
 
 Thread = Annotated[str | None, typer.Option("--thread", "-t", help="Thread id to continue (default: a new thread).")]
 
