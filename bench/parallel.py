@@ -249,7 +249,9 @@ def plot(result: Result, directory: Path) -> list[Path]:
         axes[0][col].set(title=f"{kind} tools: wall time", xlabel="N tools", ylabel="ms",
                          xscale="log", yscale="log")
         axes[1][col].set(title=f"{kind} tools: efficiency (ideal / actual)", xlabel="N tools",
-                         ylabel="efficiency", xscale="log", ylim=(0, 1.05))
+                         ylabel="efficiency", xscale="log")
+        top = max(r["efficiency"] for r in rows if r["kind"] == kind)
+        axes[1][col].set_ylim(0, max(1.05, top * 1.05))
         if kind == "await":
             axes[1][col].axhline(BAR, color="grey", linewidth=0.8, linestyle=":")
         for ax in (axes[0][col], axes[1][col]):
