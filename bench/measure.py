@@ -1,9 +1,10 @@
-"""What every benchmark shares: alternating timed runs, medians, the machine, result files.
+"""What every benchmark shares: timed runs, medians, the machine, result files.
 
 A comparison runs all its sides in one process, round-robin (the starting side rotates each
 round) for several rounds, so drift on a shared machine hits every side alike; tables report
-medians. Each benchmark module returns a ``Result``; ``save`` writes it as JSON under
-``bench/results/`` with the machine it ran on.
+medians. ``timed`` measures one run: wall, CPU (process time) and time in the collector. Each
+benchmark module returns a ``Result``; ``save`` writes it as JSON under ``bench/results/`` with
+the machine it ran on.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 RESULTS_DIR = Path(__file__).parent / "results"
 PACKAGES = (
     "langgraph",
@@ -85,35 +87,17 @@ class GcClock:
         gc.callbacks.remove(self)
 
 
-async def timed(run: Callable[[], Awaitable[Any]]) -> Timing:
+async def timed(run: Callable[[], Awaitable[T]]) -> tuple[Timing, T]:
+    """Run once; its wall, CPU and collector time, and what it returned."""
     with GcClock() as clock:
         cpu, wall = time.process_time(), time.perf_counter()
-        await run()
+        value = await run()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return Timing(wall, cpu, clock.total)
-
-
-async def alternate(
-    sides: Mapping[str, Callable[[], Awaitable[Any]]], rounds: int, warmup: int = 1
-) -> dict[str, list[Timing]]:
-    """Time every side ``rounds`` times, round-robin, after ``warmup`` untimed rounds."""
-    names = list(sides)
-    for _ in range(warmup):
-        for name in names:
-            await sides[name]()
-    timings: dict[str, list[Timing]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            timings[name].append(await timed(sides[name]))
-    return timings
+    return Timing(wall, cpu, clock.total), value
 
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
-
-
-def med(timings: list[Timing], attr: str = "wall_s") -> float:
-    return statistics.median(getattr(t, attr) for t in timings)
 
 
 def machine() -> dict[str, Any]:

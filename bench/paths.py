@@ -23,7 +23,7 @@ from graph.agent import build_graph
 from graph.events import stream
 from graph.settings import Settings
 
-Path = Callable[[], Awaitable[tuple[int, float | None]]]
+Reader = Callable[[], Awaitable[tuple[int, float | None]]]
 """Read one whole answer; return (text chunks seen, perf_counter of the first)."""
 
 QUESTION = "go"
@@ -52,7 +52,7 @@ def our_graph(model: BaseChatModel, checkpointer: BaseCheckpointSaver | None = N
 
 def paths(
     model: BaseChatModel, checkpointer: BaseCheckpointSaver | None = None
-) -> dict[str, Path]:
+) -> dict[str, Reader]:
     """Every path over ``model``; with a checkpointer, our graph gets it and a fresh thread per run."""
     from langchain.agents import create_agent
 

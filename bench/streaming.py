@@ -10,7 +10,6 @@ because LangChain's per-token cost grows with long answers when the collector is
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,13 +73,9 @@ async def run(size: str = "full") -> Result:
                 chosen = names if mode == "default" else [n for n in names if n in SWEEP_PATHS]
                 for n in spec.tokens:
                     for name in chosen[r % len(chosen):] + chosen[: r % len(chosen)]:
-                        seen: list[int] = []
-
-                        async def read(read=sides[n][name]) -> None:
-                            seen.append((await read())[0])
-
-                        samples.setdefault((mode, n, name), []).append(await timed(read))
-                        counts[f"{name}@{n}"] = seen[0]
+                        timing, (seen, _) = await timed(sides[n][name])
+                        samples.setdefault((mode, n, name), []).append(timing)
+                        counts[f"{name}@{n}"] = seen
     finally:
         set_gc("default")
 
