@@ -83,6 +83,7 @@ async def run(size: str = "full") -> Result:
         return median([getattr(t, attr) for t in samples[(mode, n, name)]]) / n * 1e6
 
     head_n = HEADLINE_TOKENS if HEADLINE_TOKENS in spec.tokens else spec.tokens[-1]
+
     def gc_ms(mode: str, n: int, name: str) -> float:
         return median([t.gc_s for t in samples[(mode, n, name)]]) * 1e3
 
