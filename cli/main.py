@@ -22,6 +22,7 @@ from rich.live import Live
 
 from cli import threads
 from cli.approvals import settle
+from cli.bench import bench
 from cli.serve import serve
 from cli.stats import stats
 from cli.tools import list_tools
@@ -144,6 +145,7 @@ def new_thread_id() -> str:
 
 
 app.command()(serve)
+app.command()(bench)
 app.command()(stats)
 app.command("tools")(list_tools)
 app.add_typer(threads.app, name="threads")

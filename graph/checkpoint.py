@@ -26,6 +26,12 @@ from graph.thread_lock import FileThreadLocks, PostgresThreadLocks, attach
 SETUP_LOCK_KEY = 0x6167656E746E67
 """Advisory lock that serialises ``setup()`` (table creation) across replicas starting together."""
 
+SQLITE_SYNCHRONOUS = "NORMAL"
+"""The saver runs SQLite in WAL mode, where NORMAL keeps every commit through a crash of the
+process and skips the fsync per commit that FULL (the default) pays: each parallel tool's
+result is its own commit, so FULL made 16 parallel tools wait on 16 fsyncs in a row
+(bench/README.md, parallel). Only an OS crash or power loss can lose the last commits."""
+
 
 @asynccontextmanager
 async def open_checkpointer(url: str, *, pool_size: int = 10) -> AsyncIterator[BaseCheckpointSaver]:
@@ -40,6 +46,7 @@ async def open_checkpointer(url: str, *, pool_size: int = 10) -> AsyncIterator[B
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         async with AsyncSqliteSaver.from_conn_string(path) as saver:
             await saver.setup()
+            await saver.conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
             if path != ":memory:":
                 attach(saver, FileThreadLocks(Path(f"{path}.locks")))
             yield saver

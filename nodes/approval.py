@@ -101,7 +101,7 @@ def rejected(request: ToolCallRequest, reason: str) -> ToolMessage:
     text = f"Rejected: the user did not approve this {call['name']} call, so it did not run."
     if reason:
         text += f" Their reason: {reason}"
-    write = both_streams(request.runtime.stream_writer)
+    write = both_streams(request.runtime.stream_writer, request.runtime.config)
     with progress.tool_call_scope(call["id"], call["name"], write) as scope:
         scope.emit("tool_result", content=preview(text), status="error")
         scope.emit("tool_error", error=text, elapsed_s=0.0)

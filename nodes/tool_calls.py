@@ -21,8 +21,14 @@ from dataclasses import dataclass
 from functools import reduce
 from typing import Any
 
-from langchain_core.callbacks import dispatch_custom_event
+from langchain_core.callbacks import (
+    AsyncCallbackHandler,
+    BaseCallbackHandler,
+    BaseCallbackManager,
+    dispatch_custom_event,
+)
 from langchain_core.messages import ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest, ToolInvocationError
@@ -83,7 +89,7 @@ class Lifecycle:
     async def __call__(self, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
         call = request.tool_call
         expected = await self.expected_s(call["name"]) if self.expected_s else None
-        write = both_streams(request.runtime.stream_writer)
+        write = both_streams(request.runtime.stream_writer, request.runtime.config)
         with progress.tool_call_scope(call["id"], call["name"], write, expected) as scope:
             scope.emit("tool_start", args=call["args"], eta_s=expected, cached=False)
             try:
@@ -104,7 +110,7 @@ lifecycle = Lifecycle()
 def report_cached(request: ToolCallRequest, message: ToolMessage) -> None:
     """Report a call answered without running (a cache hit): start, result and completion."""
     call = request.tool_call
-    write = both_streams(request.runtime.stream_writer)
+    write = both_streams(request.runtime.stream_writer, request.runtime.config)
     with progress.tool_call_scope(call["id"], call["name"], write) as scope:
         scope.emit("tool_start", args=call["args"], eta_s=0.0, cached=True)
         report_end(scope, message, scope.elapsed(), cached=True)
@@ -136,14 +142,34 @@ def noted(message: ToolMessage, **fields: Any) -> ToolMessage:
     return message.model_copy(update={"response_metadata": metadata})
 
 
-def both_streams(stream_writer: Callable[[Any], None]) -> Callable[[dict[str, Any]], None]:
-    """Write a record to LangGraph's custom stream and, as a custom event, to ``astream_events``."""
+def both_streams(
+    stream_writer: Callable[[Any], None], config: RunnableConfig
+) -> Callable[[dict[str, Any]], None]:
+    """Write a record to LangGraph's custom stream and, as a custom event, to ``astream_events``.
+
+    The custom event is sent only when a callback handler of the run takes custom events
+    (``astream_events``, a tracer): sending one builds a callback manager each time, which
+    was a tenth of a parallel run's CPU with nobody listening (bench/README.md, parallel).
+    """
+    if not takes_custom_events(config):
+        return stream_writer
 
     def write(record: dict[str, Any]) -> None:
         stream_writer(record)
         dispatch_custom_event(progress.EVENT_KEY, record)
 
     return write
+
+
+def takes_custom_events(config: RunnableConfig) -> bool:
+    """Whether any callback handler of the run implements ``on_custom_event``."""
+    callbacks = config.get("callbacks")
+    handlers = callbacks.handlers if isinstance(callbacks, BaseCallbackManager) else callbacks
+    return any(
+        type(handler).on_custom_event
+        not in (BaseCallbackHandler.on_custom_event, AsyncCallbackHandler.on_custom_event)
+        for handler in handlers or ()
+    )
 
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:

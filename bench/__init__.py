@@ -1,0 +1,7 @@
+"""Benchmarks: streaming cost, time to first token, parallel tools, checkpoints, memory.
+
+    python -m bench                 # all, full size; tables printed, JSON in bench/results/
+    agent-ng bench parallel --smoke # one, tiny
+
+See bench/README.md for what each measures and the latest numbers.
+"""
