@@ -61,7 +61,8 @@ def resume(thread: Annotated[str, typer.Option("--thread", "-t", help="Thread id
 
 async def resume_thread(thread: str) -> str | None:
     """Finish the thread's pending step from its checkpoint: only unfinished tools run again."""
-    async with open_agent(Settings()) as graph:
+    async with open_agent(Settings()) as agent:
+        graph = agent.graph
         config = {"configurable": {"thread_id": thread}}
         snapshot = await graph.aget_state(config)
         if snapshot.metadata is None:
@@ -99,7 +100,8 @@ def prompts():
 async def converse(questions, thread: str) -> str | None:
     """Run each question as a turn on ``thread``; the graph and checkpointer live for the session."""
     status = None
-    async with open_agent(Settings()) as graph:
+    async with open_agent(Settings()) as agent:
+        graph = agent.graph
         config = {"configurable": {"thread_id": thread}}
         if (await graph.aget_state(config)).tasks:
             typer.echo(

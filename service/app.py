@@ -2,8 +2,10 @@
 
     uvicorn --factory service.app:create_app        # or: agent-ng serve
 
-The lifespan opens the configured checkpointer (``AGENT_CHECKPOINT_URL``) and builds the graph
-with it, as an application embedding the agent would; every request shares that graph.
+The lifespan opens the agent as the CLI does (``graph.agent.open_agent``): the checkpointer
+(``AGENT_CHECKPOINT_URL``), the tool store (``AGENT_CACHE_URL``) and the built-in plus MCP
+tools; every request shares that graph. ``/metrics`` adds the tool engine's figures (per-tool
+stats from the store, concurrency groups) to the service's own run counters.
 
 | route | what |
 | --- | --- |
@@ -35,11 +37,11 @@ from langchain_core.tools import BaseTool
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
+from graph.agent import open_agent
 from service import agui, runs, threads
 from service.inputs import limit_body
-from service.metrics import Metrics
+from nodes.tool_stats import ToolStatsCollector, tool_stats
+from service.metrics import GroupLimitsCollector, Metrics
 from service.runner import Runner
 from service.settings import ServiceSettings
 
@@ -63,9 +65,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_checkpointer(settings.checkpoint_url) as saver:
-            graph = build_graph(model, tools, saver, settings)
-            app.state.runner = Runner(graph, app.state.metrics)
+        async with open_agent(settings, model, tools) as agent:
+            app.state.agent = agent
+            app.state.runner = Runner(agent.graph, app.state.metrics)
             yield
 
     app = FastAPI(title="agent-ng", lifespan=lifespan)
@@ -83,7 +85,10 @@ def create_app(
 
     @app.get("/metrics", dependencies=protected, summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
-        return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        agent = request.app.state.agent
+        stats = ToolStatsCollector(await tool_stats(agent.tool_store))
+        body = request.app.state.metrics.render(stats, GroupLimitsCollector(agent.group_limits))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

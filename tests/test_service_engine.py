@@ -1,0 +1,160 @@
+"""The service over the tool engine, as ``open_agent`` opens it: cache hits in the run's
+events, the engine's per-tool stats and the concurrency groups on ``/metrics``, and a start
+on a SQLite tool store named by ``AGENT_CACHE_URL``.
+
+Tools count their own runs, so "answered from the cache" is proved by a counter that did not
+move, not by the cached flag alone. Mid-run figures are read while a tool waits on a
+``threading.Event`` the test sets; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+
+import httpx
+import pytest
+from langchain_core.tools import tool
+
+from graph.tool_store import open_tool_store
+from nodes.tool_stats import tool_stats
+from service.app import create_app
+from service.settings import ServiceSettings
+from tests.live_server import serving
+from tests.scripted_model import Reply, ScriptedModel, calls
+from tests.test_service import GUARD_S, client, run, samples
+from tools.registry import configure
+
+
+def settings(**overrides) -> ServiceSettings:
+    return ServiceSettings(
+        **{
+            "checkpoint_url": "memory://",
+            "cache_url": "memory://",
+            "mcp_config": None,
+            "system_prompt": "",
+            "api_key": None,
+            **overrides,
+        }
+    )
+
+
+def counted_tools(runs: Counter) -> list:
+    @tool
+    def square(x: int) -> int:
+        """Square an integer."""
+        runs["square"] += 1
+        return x * x
+
+    @tool
+    def note(text: str) -> str:
+        """Write a note (has a side effect, so never cached)."""
+        runs["note"] += 1
+        return f"noted: {text}"
+
+    return [
+        configure(square, cacheable=True, concurrency_group="math"),
+        configure(note, concurrency_group="math"),
+    ]
+
+
+def by_tool(frames: list, event: str) -> dict[str, dict]:
+    return {f.data["name"]: f.data for f in frames if f.event == event}
+
+
+async def test_a_repeated_cacheable_call_is_served_from_the_cache_and_metrics_count_it(tmp_path):
+    runs: Counter = Counter()
+    asked = calls(("square", {"x": 7}), ("note", {"text": "hi"}))
+    model = ScriptedModel(
+        replies=[asked, Reply(text="49"), calls(("square", {"x": 7}), ("note", {"text": "hi"})), Reply(text="49 again")]
+    )
+    app = create_app(
+        settings(cache_url=f"sqlite:///{tmp_path / 'tools.db'}", group_limits={"math": 2}),
+        model=model,
+        tools=counted_tools(runs),
+    )
+    with serving(app) as url:
+        async with client(url) as c:
+            first = await run(c, "t1")
+            second = await run(c, "t1")
+            text = (await c.get("/metrics")).text
+
+    assert first[-1].data["status"] == second[-1].data["status"] == "done"
+    assert {n: e["cached"] for n, e in by_tool(first, "tool_start").items()} == {"square": False, "note": False}
+    assert {n: e["cached"] for n, e in by_tool(second, "tool_start").items()} == {"square": True, "note": False}
+    assert {n: e["cached"] for n, e in by_tool(second, "tool_complete").items()} == {"square": True, "note": False}
+    assert by_tool(second, "tool_result")["square"]["content"] == "49"
+    assert runs == {"square": 1, "note": 2}, "the cached call did not run the tool"
+
+    got = samples(text)
+    assert got[("agent_ng_tool_calls_total", (("tool", "square"),))] == 2
+    assert got[("agent_ng_tool_calls_total", (("tool", "note"),))] == 2
+    assert got[("agent_ng_tool_cache_hits_total", (("tool", "square"),))] == 1
+    assert got[("agent_ng_tool_cache_hits_total", (("tool", "note"),))] == 0
+    assert got[("agent_ng_tool_errors_total", (("tool", "square"),))] == 0
+    assert got[("agent_ng_tool_timeouts_total", (("tool", "note"),))] == 0
+    assert ("agent_ng_tool_duration_seconds", (("quantile", "0.5"), ("tool", "square"))) in got
+    assert got[("agent_ng_group_limit", (("group", "math"),))] == 2
+    assert got[("agent_ng_group_running", (("group", "math"),))] == 0
+    assert got[("agent_ng_group_waiting", (("group", "math"),))] == 0
+    assert got[("agent_runs_total", (("status", "done"),))] == 2, "the service's own metrics stay"
+
+
+async def test_metrics_show_calls_running_and_waiting_in_a_group_while_a_run_goes_on():
+    released = threading.Event()
+
+    @tool
+    def hold(n: int) -> str:
+        """Waits until the test releases it."""
+        assert released.wait(GUARD_S)
+        return f"released {n}"
+
+    configure(hold, concurrency_group="slow")
+    model = ScriptedModel(replies=[calls(("hold", {"n": 1}), ("hold", {"n": 2})), Reply(text="both")])
+    app = create_app(settings(group_limits={"slow": 1}, max_concurrency=3), model=model, tools=[hold])
+    with serving(app) as url:
+        async with client(url) as c, asyncio.timeout(GUARD_S):
+            async with c.stream("POST", "/threads/t1/runs/stream", json={"input": "go"}) as r:
+                assert r.status_code == 200
+                group = {}
+                while group.get("waiting") != 1:
+                    got = samples((await c.get("/metrics")).text)
+                    group = {k: got[(f"agent_ng_group_{k}", (("group", "slow"),))] for k in ("limit", "running", "waiting")}
+                    await asyncio.sleep(0.01)
+                released.set()
+                await r.aread()
+            after = samples((await c.get("/metrics")).text)
+
+    assert group == {"limit": 1, "running": 1, "waiting": 1}
+    assert after[("agent_ng_group_running", (("group", "slow"),))] == 0
+    assert after[("agent_ng_tool_calls_total", (("tool", "hold"),))] == 2
+
+
+async def test_the_service_starts_without_mcp_on_the_sqlite_tool_store_agent_cache_url_names(tmp_path, monkeypatch):
+    path = tmp_path / "engine.db"
+    monkeypatch.setenv("AGENT_CACHE_URL", f"sqlite:///{path}")
+    monkeypatch.delenv("AGENT_MCP_CONFIG", raising=False)
+    model = ScriptedModel(
+        replies=[calls(("calculator", {"expression": "17*23"})), Reply(text="391")] * 2
+    )
+    app = create_app(ServiceSettings(checkpoint_url="memory://", system_prompt="", api_key=None), model=model)
+    with serving(app) as url:
+        async with client(url) as c:
+            first = await run(c, "t1")
+            second = await run(c, "t2")
+            health = await c.get("/healthz")
+
+    assert health.status_code == 200
+    assert by_tool(first, "tool_result")["calculator"]["content"] == "391"
+    assert by_tool(second, "tool_complete")["calculator"]["cached"] is True, "built-in tools keep their specs"
+    async with open_tool_store(f"sqlite:///{path}") as store:
+        stats = {s.tool: s for s in await tool_stats(store)}
+    assert (stats["calculator"].calls, stats["calculator"].cache_hits) == (2, 1), "the stats are in the file"
+
+
+async def test_a_bad_cache_url_stops_the_start_with_an_error_naming_it():
+    app = create_app(settings(cache_url="ftp://nowhere"), model=ScriptedModel(replies=[]), tools=[])
+    with pytest.raises(ValueError, match="ftp://nowhere"):
+        async with app.router.lifespan_context(app):
+            pass
