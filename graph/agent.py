@@ -12,7 +12,7 @@ checkpointed the moment its tool finishes. ``graph.studio`` holds the graph that
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -112,13 +112,11 @@ async def open_agent(
     tools: Sequence[BaseTool | Callable[..., Any]] | None = None,
 ) -> AsyncIterator[Agent]:
     """The agent over everything ``settings`` name, open for the block: the checkpointer, the
-    tool store, and the built-in plus MCP tools (unless ``tools`` are given)."""
+    tool store, and the built-in plus MCP tools (only ``tools`` if given: no MCP server starts)."""
     async with (
         open_checkpointer(settings.checkpoint_url, pool_size=settings.checkpoint_pool_size) as saver,
         open_tool_store(settings.cache_url, max_entries=settings.cache_max_entries) as tool_store,
-        load_tools(settings) as loaded,
+        load_tools(settings) if tools is None else nullcontext(tools) as loaded,
     ):
-        graph = build_graph(
-            model, loaded if tools is None else tools, saver, settings, tool_store=tool_store
-        )
+        graph = build_graph(model, loaded, saver, settings, tool_store=tool_store)
         yield Agent(graph, tool_store, group_limits_of(settings))

@@ -13,10 +13,12 @@ import asyncio
 import threading
 from collections import Counter
 
-import httpx
 import pytest
 from langchain_core.tools import tool
 
+from graph.agent import build_graph
+from graph.checkpoint import open_checkpointer
+from graph.thread_lock import hold_thread
 from graph.tool_store import open_tool_store
 from nodes.tool_stats import tool_stats
 from service.app import create_app
@@ -158,3 +160,20 @@ async def test_a_bad_cache_url_stops_the_start_with_an_error_naming_it():
     with pytest.raises(ValueError, match="ftp://nowhere"):
         async with app.router.lifespan_context(app):
             pass
+
+
+async def test_deleting_a_thread_another_process_is_running_is_refused_and_keeps_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'threads.db'}"
+    model = ScriptedModel(replies=[Reply(text="kept")])
+    with serving(create_app(settings(checkpoint_url=url), model=model, tools=[])) as base:
+        async with client(base) as c, open_checkpointer(url) as other:
+            await run(c, "t1")
+            rival = build_graph(ScriptedModel(replies=[]), [], other, settings(checkpoint_url=url))
+            async with hold_thread(rival, "t1"):
+                refused = await c.delete("/threads/t1")
+            kept = await c.get("/threads/t1")
+            deleted = await c.delete("/threads/t1")
+
+    assert refused.status_code == 409 and "t1" in refused.json()["detail"]
+    assert kept.status_code == 200 and kept.json()["messages"][-1]["content"] == "kept"
+    assert deleted.status_code == 204
