@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from langchain_core.language_models import BaseChatModel
@@ -38,6 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from graph.agent import open_agent
+from graph.threads import UnfinishedRunError
 from service import agui, runs, threads
 from service.inputs import limit_body
 from nodes.tool_stats import ToolStatsCollector, tool_stats
@@ -71,6 +72,7 @@ def create_app(
             yield
 
     app = FastAPI(title="agent-ng", lifespan=lifespan)
+    app.add_exception_handler(UnfinishedRunError, unfinished_run)
     app.state.settings = settings
     app.state.metrics = Metrics(collectors)
 
@@ -96,6 +98,10 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+async def unfinished_run(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=409)
 
 
 async def require_api_key(

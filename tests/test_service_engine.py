@@ -16,16 +16,23 @@ from collections import Counter
 import pytest
 from langchain_core.tools import tool
 
+from langchain_core.messages import ToolMessage
+
 from graph.agent import build_graph
 from graph.checkpoint import open_checkpointer
+from graph.events import stream
+from graph.settle import CANCELLED
 from graph.thread_lock import hold_thread
+from graph.threads import thread_config
 from graph.tool_store import open_tool_store
 from nodes.tool_stats import tool_stats
 from service.app import create_app
 from service.settings import ServiceSettings
 from tests.live_server import serving
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tests.test_service import GUARD_S, client, run, samples
+from tests.test_agui import run_input
+from tests.sse import events
+from tests.test_service import GUARD_S, QUESTION, client, run, samples, until_waiting
 from tools.registry import configure
 
 
@@ -59,6 +66,16 @@ def counted_tools(runs: Counter) -> list:
         configure(square, cacheable=True, concurrency_group="math"),
         configure(note, concurrency_group="math"),
     ]
+
+
+async def tool_result_stored(graph, thread_id: str) -> bool:
+    tasks = (await graph.aget_state(thread_config(thread_id))).tasks
+    return any(t.name == "tools" and t.result for t in tasks)
+
+
+async def drain(events) -> None:
+    async for _ in events:
+        pass
 
 
 def by_tool(frames: list, event: str) -> dict[str, dict]:
@@ -177,3 +194,106 @@ async def test_deleting_a_thread_another_process_is_running_is_refused_and_keeps
     assert refused.status_code == 409 and "t1" in refused.json()["detail"]
     assert kept.status_code == 200 and kept.json()["messages"][-1]["content"] == "kept"
     assert deleted.status_code == 204
+
+
+async def test_a_question_on_a_thread_waiting_for_approval_gets_409_and_the_waiting_call_stays():
+    runs: Counter = Counter()
+
+    @tool
+    def wipe() -> str:
+        """Needs a person's approval."""
+        runs["wipe"] += 1
+        return "wiped"
+
+    configure(wipe, requires_approval=True)
+    model = ScriptedModel(replies=[calls(("wipe", {}))])
+    with serving(create_app(settings(), model=model, tools=[wipe])) as url:
+        async with client(url) as c:
+            first = await run(c, "t1")
+            refused = await c.post("/threads/t1/runs/stream", json={"input": "never mind"})
+            refused_agui = await c.post("/agui", json=run_input("t1", "never mind"))
+            thread = (await c.get("/threads/t1")).json()
+
+    assert first[-1].data["status"] == "interrupted"
+    for response in (refused, refused_agui):
+        assert response.status_code == 409
+        assert "'t1' has an unfinished run (calls waiting for approval)" in response.json()["detail"]
+    assert thread["next"] == ["tools"], "the call still waits for its approval"
+    assert [m["content"] for m in thread["messages"] if m["role"] == "user"] == ["2+3?"]
+    assert runs == {} and len(model.seen) == 1
+
+
+async def test_a_question_on_a_thread_a_crash_left_mid_step_keeps_the_finished_results(tmp_path):
+    """The crash is a run cancelled without ``settle``: its finished tool's result is only a
+    pending write of the unfinished step, which a plain new question would drop."""
+    url = f"sqlite:///{tmp_path / 'threads.db'}"
+
+    @tool
+    async def quick() -> str:
+        """Finishes at once."""
+        return "quick result"
+
+    @tool
+    async def forever() -> str:
+        """Runs until cancelled."""
+        await asyncio.Event().wait()
+
+    async with open_checkpointer(url) as saver:
+        crashed = build_graph(
+            ScriptedModel(replies=[calls(("quick", {}), ("forever", {}))]),
+            [quick, forever],
+            saver,
+            settings(checkpoint_url=url),
+        )
+        events = stream(crashed, {"messages": [("user", "go")]}, thread_config("t1"))
+        running = asyncio.create_task(drain(events))
+        async with asyncio.timeout(GUARD_S):
+            while not await tool_result_stored(crashed, "t1"):
+                await asyncio.sleep(0.01)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+    model = ScriptedModel(replies=[Reply(text="after the crash")])
+    with serving(create_app(settings(checkpoint_url=url), model=model, tools=[quick, forever])) as base:
+        async with client(base) as c:
+            got = await run(c, "t1", {"input": "and now?"})
+
+    assert got[-1].data["status"] == "done"
+    results = {m.name: m for m in model.seen[0] if isinstance(m, ToolMessage)}
+    assert results["quick"].text == "quick result", "the finished tool's result was kept"
+    assert results["forever"].text == CANCELLED
+    assert model.seen[0][-1].text == "and now?"
+
+
+async def test_a_question_queued_behind_a_run_that_ends_waiting_for_approval_ends_in_error():
+    released = threading.Event()
+
+    @tool
+    def hold() -> str:
+        """Waits until the test releases it."""
+        assert released.wait(GUARD_S)
+        return "released"
+
+    @tool
+    def wipe() -> str:
+        """Needs a person's approval."""
+        return "wiped"
+
+    configure(wipe, requires_approval=True)
+    model = ScriptedModel(replies=[calls(("hold", {}), ("wipe", {}))])
+    with serving(create_app(settings(), model=model, tools=[hold, wipe])) as url:
+        async with client(url) as c, asyncio.timeout(GUARD_S):
+            async with c.stream("POST", "/threads/t1/runs/stream", json=QUESTION) as first:
+                assert first.status_code == 200
+                queued = asyncio.create_task(run(c, "t1", {"input": "queued"}))
+                await until_waiting(c, 1)
+                released.set()
+                firsts = [f async for f in events(first)]
+            second = await queued
+
+    assert firsts[-1].data["status"] == "interrupted"
+    assert [f.event for f in second] == ["run_start", "run_end"]
+    assert second[-1].data["status"] == "error"
+    assert "calls waiting for approval" in second[-1].data["error"]
+    assert len(model.seen) == 1, "the queued question never reached the model"
