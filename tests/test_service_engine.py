@@ -33,6 +33,7 @@ from tests.scripted_model import Reply, ScriptedModel, calls
 from tests.test_agui import run_input
 from tests.sse import events
 from tests.test_service import GUARD_S, QUESTION, client, run, samples, until_waiting
+from tests.test_settle import forever, quick
 from tools.registry import configure
 
 
@@ -227,17 +228,6 @@ async def test_a_question_on_a_thread_a_crash_left_mid_step_keeps_the_finished_r
     """The crash is a run cancelled without ``settle``: its finished tool's result is only a
     pending write of the unfinished step, which a plain new question would drop."""
     url = f"sqlite:///{tmp_path / 'threads.db'}"
-
-    @tool
-    async def quick() -> str:
-        """Finishes at once."""
-        return "quick result"
-
-    @tool
-    async def forever() -> str:
-        """Runs until cancelled."""
-        await asyncio.Event().wait()
-
     async with open_checkpointer(url) as saver:
         crashed = build_graph(
             ScriptedModel(replies=[calls(("quick", {}), ("forever", {}))]),
