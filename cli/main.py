@@ -32,6 +32,7 @@ from graph.agent import open_agent
 from graph.events import stream
 from graph.settings import Settings
 from graph.thread_lock import ThreadBusyError
+from graph.threads import UnfinishedRunError, thread_status
 
 app = typer.Typer(help="A LangGraph agent that shows everything as it happens.", no_args_is_help=True)
 
@@ -73,7 +74,8 @@ def resume(thread: Annotated[str, typer.Option("--thread", "-t", help="Thread id
 
 async def resume_thread(thread: str) -> str | None:
     """Finish the thread's pending step from its checkpoint: only unfinished tools run again."""
-    async with open_agent(Settings()) as graph:
+    async with open_agent(Settings()) as agent:
+        graph = agent.graph
         config = {"configurable": {"thread_id": thread}}
         snapshot = await graph.aget_state(config)
         if snapshot.metadata is None:
@@ -91,6 +93,9 @@ def run_cli(session) -> str | None:
         return asyncio.run(session)
     except ThreadBusyError as e:
         typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    except UnfinishedRunError as e:
+        typer.echo(f"error: {e} with: agent-ng resume --thread {e.thread_id}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         return "cancelled"
@@ -111,15 +116,11 @@ def prompts():
 async def converse(questions, thread: str) -> str | None:
     """Run each question as a turn on ``thread``; the graph and checkpointer live for the session."""
     status = None
-    async with open_agent(Settings()) as graph:
+    async with open_agent(Settings()) as agent:
+        graph = agent.graph
         config = {"configurable": {"thread_id": thread}}
-        if (await graph.aget_state(config)).tasks:
-            typer.echo(
-                f"thread {thread} has an unfinished run (a crash, or calls waiting for approval); "
-                f"finish it first with: agent-ng resume --thread {thread}",
-                err=True,
-            )
-            return "error"
+        if (status := await thread_status(graph, thread)) != "idle":
+            raise UnfinishedRunError(thread, status)
         for question in questions:
             status = await show_run(graph, {"messages": [HumanMessage(question)]}, config)
             status = await settle(graph, config, status, show_run, Console())

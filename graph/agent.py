@@ -12,7 +12,8 @@ checkpointed the moment its tool finishes. ``graph.studio`` holds the graph that
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -30,6 +31,7 @@ from graph.state import AgentState
 from graph.tool_store import MemoryToolStore, ToolStore, open_tool_store
 from graph.tracing import tracing_wrappers
 from nodes.approval import require_approval
+from nodes.concurrency import GroupLimits, group_limits_of
 from nodes.engine import engine_wrappers
 from nodes.llm import make_llm_node
 from nodes.memory import make_memory
@@ -93,19 +95,28 @@ def build_graph(
     return compiled.with_config(max_concurrency=settings.max_concurrency)
 
 
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """An open agent: its graph, the tool store its engine uses, and the process's group limits
+    (``None`` without ``AGENT_GROUP_LIMITS``), e.g. for a server's metrics."""
+
+    graph: CompiledStateGraph
+    tool_store: ToolStore
+    group_limits: GroupLimits | None
+
+
 @asynccontextmanager
 async def open_agent(
     settings: Settings,
     model: BaseChatModel | None = None,
     tools: Sequence[BaseTool | Callable[..., Any]] | None = None,
-) -> AsyncIterator[CompiledStateGraph]:
-    """The graph over everything ``settings`` name, open for the block: the checkpointer, the
-    tool store, and the built-in plus MCP tools (unless ``tools`` are given)."""
+) -> AsyncIterator[Agent]:
+    """The agent over everything ``settings`` name, open for the block: the checkpointer, the
+    tool store, and the built-in plus MCP tools (only ``tools`` if given: no MCP server starts)."""
     async with (
         open_checkpointer(settings.checkpoint_url, pool_size=settings.checkpoint_pool_size) as saver,
         open_tool_store(settings.cache_url, max_entries=settings.cache_max_entries) as tool_store,
-        load_tools(settings) as loaded,
+        load_tools(settings) if tools is None else nullcontext(tools) as loaded,
     ):
-        yield build_graph(
-            model, loaded if tools is None else tools, saver, settings, tool_store=tool_store
-        )
+        graph = build_graph(model, loaded, saver, settings, tool_store=tool_store)
+        yield Agent(graph, tool_store, group_limits_of(settings))

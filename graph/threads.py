@@ -45,6 +45,19 @@ class ThreadNotFoundError(LookupError):
         super().__init__(f"no {what}")
 
 
+class UnfinishedRunError(RuntimeError):
+    """A new question on a thread whose last run has not finished; nothing was written.
+
+    LangGraph would start the question anyway and drop what the unfinished step holds: calls
+    waiting for approval, results of tools that finished before a crash."""
+
+    def __init__(self, thread_id: str, status: ThreadStatus) -> None:
+        why = "calls waiting for approval" if status == "interrupted" else "it stopped mid-way"
+        super().__init__(f"thread {thread_id!r} has an unfinished run ({why}); finish it first")
+        self.thread_id = thread_id
+        self.status = status
+
+
 @dataclass(frozen=True, slots=True)
 class ThreadInfo:
     thread_id: str
@@ -112,6 +125,10 @@ def status_of(snapshot: StateSnapshot) -> ThreadStatus:
     if snapshot.interrupts:
         return "interrupted"
     return "pending" if snapshot.tasks else "idle"
+
+
+async def thread_status(graph: Pregel, thread_id: str) -> ThreadStatus:
+    return status_of(await graph.aget_state(thread_config(thread_id)))
 
 
 async def list_threads(graph: Pregel, limit: int | None = 20) -> list[ThreadInfo]:

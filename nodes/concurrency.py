@@ -274,8 +274,14 @@ def shared_group_limits(config: GroupConfig) -> GroupLimits:
     )
 
 
+def group_limits_of(settings: Settings) -> GroupLimits | None:
+    """The process's ``GroupLimits`` for ``settings``; ``None`` when no group has a limit."""
+    if not settings.group_limits:
+        return None
+    return shared_group_limits(GroupConfig.from_settings(settings))
+
+
 def default_wrappers(settings: Settings) -> list[ToolCallWrapper]:
     """What ``build_graph`` puts in the tool-call chain for concurrency groups."""
-    if not settings.group_limits:
-        return []
-    return [shared_group_limits(GroupConfig.from_settings(settings))]
+    limits = group_limits_of(settings)
+    return [] if limits is None else [limits]

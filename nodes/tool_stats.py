@@ -14,6 +14,7 @@ counters cover all time. A store failure is logged and the call's result goes th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -94,7 +95,10 @@ def summarize(counts: ToolCounts) -> ToolStats:
 
 
 async def tool_stats(store: ToolStore) -> list[ToolStats]:
-    return [summarize(counts) for counts in await store.counts()]
+    """Summaries are made in a worker thread: the pure-Python histogram takes milliseconds per
+    tool, which would stall a server's event loop (and the runs it streams)."""
+    counts = await store.counts()
+    return await asyncio.to_thread(lambda: [summarize(c) for c in counts])
 
 
 COUNTERS = [

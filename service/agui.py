@@ -75,6 +75,8 @@ async def run_agui(body: RunAgentInput, request: Request) -> EventSourceResponse
     question = last_user_text(body)
     check_question(question, request.app.state.settings, loc=("body", "messages"))
     runner = request.app.state.runner
+    if not runner.busy(body.thread_id):  # a run ahead of this one is checked when it ends
+        await runner.ready(body.thread_id)
     encoder = EventEncoder(accept=request.headers.get("accept"))
     translation = AguiTranslation(body.thread_id, body.run_id)
 

@@ -2,8 +2,10 @@
 
     uvicorn --factory service.app:create_app        # or: agent-ng serve
 
-The lifespan opens the configured checkpointer (``AGENT_CHECKPOINT_URL``) and builds the graph
-with it, as an application embedding the agent would; every request shares that graph.
+The lifespan opens the agent as the CLI does (``graph.agent.open_agent``): the checkpointer
+(``AGENT_CHECKPOINT_URL``), the tool store (``AGENT_CACHE_URL``) and the built-in plus MCP
+tools; every request shares that graph. ``/metrics`` adds the tool engine's figures (per-tool
+stats from the store, concurrency groups) to the service's own run counters.
 
 | route | what |
 | --- | --- |
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from langchain_core.language_models import BaseChatModel
@@ -35,11 +37,12 @@ from langchain_core.tools import BaseTool
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
+from graph.agent import open_agent
+from graph.threads import UnfinishedRunError
 from service import agui, runs, threads
 from service.inputs import limit_body
-from service.metrics import Metrics
+from nodes.tool_stats import ToolStatsCollector, tool_stats
+from service.metrics import GroupLimitsCollector, Metrics
 from service.runner import Runner
 from service.settings import ServiceSettings
 
@@ -63,12 +66,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_checkpointer(settings.checkpoint_url) as saver:
-            graph = build_graph(model, tools, saver, settings)
-            app.state.runner = Runner(graph, app.state.metrics)
+        async with open_agent(settings, model, tools) as agent:
+            app.state.agent = agent
+            app.state.runner = Runner(agent.graph, app.state.metrics)
             yield
 
     app = FastAPI(title="agent-ng", lifespan=lifespan)
+    app.add_exception_handler(UnfinishedRunError, unfinished_run)
     app.state.settings = settings
     app.state.metrics = Metrics(collectors)
 
@@ -83,7 +87,10 @@ def create_app(
 
     @app.get("/metrics", dependencies=protected, summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
-        return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        agent = request.app.state.agent
+        stats = ToolStatsCollector(await tool_stats(agent.tool_store))
+        body = request.app.state.metrics.render(stats, GroupLimitsCollector(agent.group_limits))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -91,6 +98,10 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+async def unfinished_run(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=409)
 
 
 async def require_api_key(

@@ -11,17 +11,21 @@ either when the app is made or later::
 
 A collector is any object with ``collect()`` yielding ``prometheus_client`` metric families
 (see ``prometheus_client.registry.Collector``); it is read at every scrape, so it reports
-live values without pushing them here.
+live values without pushing them here. A collector that needs async I/O (the tool engine's
+stats live in an async store) is made by the route from what it awaited, and passed to
+``render`` for that one scrape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from graph.events import AgentEvent
+from nodes.concurrency import GroupLimits
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -77,5 +81,31 @@ class Metrics:
         self.runs.labels("cancelled").inc()
         self.run_seconds.observe(t)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, *scraped: Collector) -> bytes:
+        """The registry's metrics, then those of the ``scraped`` collectors (this scrape only)."""
+        once = CollectorRegistry(auto_describe=False)
+        for collector in scraped:
+            once.register(collector)
+        return generate_latest(self.registry) + generate_latest(once)
+
+
+class GroupLimitsCollector:
+    """Each concurrency group's current limit (it moves when adaptive), calls running, calls waiting."""
+
+    def __init__(self, limits: GroupLimits | None) -> None:
+        self.limits = limits
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.limits.snapshot() if self.limits else {}
+        for field, what in GROUP_GAUGES:
+            family = GaugeMetricFamily(f"agent_ng_group_{field}", what, labels=["group"])
+            for group, figures in snapshot.items():
+                family.add_metric([group], figures[field])
+            yield family
+
+
+GROUP_GAUGES = [
+    ("limit", "Concurrency limit of the group now"),
+    ("running", "Tool calls of the group running now"),
+    ("waiting", "Tool calls waiting for a slot in the group"),
+]

@@ -4,6 +4,9 @@
 
 - a second run on a busy thread waits for the first to end (LangGraph's "enqueue" strategy),
   so two runs never write the same thread at once;
+- a question on a thread whose calls wait for approval is refused (``UnfinishedRunError``,
+  shared with the CLI): LangGraph would drop the waiting calls; a thread a crash left mid-step
+  is settled first, as after a cancelled run, so the finished tools' results are kept;
 - every event feeds the metrics;
 - when the consumer goes away (the client disconnected, so the response closes the stream or
   cancels it), the graph run is cancelled, its running tools with it, and the thread is settled
@@ -19,6 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
+from uuid import uuid4
 from weakref import WeakValueDictionary
 
 import anyio
@@ -27,6 +31,7 @@ from langgraph.pregel import Pregel
 
 from graph.events import AgentEvent, stream
 from graph.settle import settle
+from graph.threads import UnfinishedRunError, thread_config, thread_status
 from service.metrics import Metrics
 
 log = logging.getLogger("agent_ng.service")
@@ -41,6 +46,15 @@ class Runner:
     def busy(self, thread_id: str) -> bool:
         lock = self._locks.get(thread_id)
         return lock is not None and lock.locked()
+
+    async def ready(self, thread_id: str) -> None:
+        """Make the thread ready for a question, or raise ``UnfinishedRunError`` if it waits
+        for approval."""
+        status = await thread_status(self.graph, thread_id)
+        if status == "interrupted":
+            raise UnfinishedRunError(thread_id, status)
+        if status == "pending":
+            await settle(self.graph, thread_config(thread_id))
 
     @asynccontextmanager
     async def _turn(self, thread_id: str) -> AsyncIterator[None]:
@@ -69,6 +83,15 @@ class Runner:
         config = {**(run_config or {}), "configurable": {"thread_id": thread_id}}
         input = {"messages": [HumanMessage(question)]}
         async with self._turn(thread_id):
+            try:
+                await self.ready(thread_id)
+            except UnfinishedRunError as e:  # the run ahead of this one left it waiting
+                run_id = str(uuid4())
+                yield AgentEvent("run_start", run_id, thread_id, 0.0, input=question)
+                end = AgentEvent("run_end", run_id, thread_id, 0.0, status="error", error=str(e))
+                self.metrics.observe(end)
+                yield end
+                return
             started = perf_counter()
             queue: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
             run = asyncio.create_task(self._produce(stream(self.graph, input, config), queue))

@@ -6,7 +6,8 @@ Each SSE event is named after the event's type and carries its JSON (``AgentEven
     data: {"type": "tool_progress", "run_id": "...", "tool_call_id": "call_1", "progress": 0.5, ...}
 
 An idle stream gets a keep-alive comment every ``AGENT_SSE_PING_S`` seconds. Closing the
-connection cancels the run; the thread stays valid (see ``service.runner``).
+connection cancels the run; the thread stays valid (see ``service.runner``). A question on a
+thread whose calls wait for approval gets 409 and changes nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ async def stream_run(
 ) -> EventSourceResponse:
     settings = request.app.state.settings
     check_question(body.input, settings, loc=("body", "input"))
-    events = request.app.state.runner.events(thread_id, body.input, body.config.to_config())
+    runner = request.app.state.runner
+    if not runner.busy(thread_id):  # a run ahead of this one is checked when it ends
+        await runner.ready(thread_id)
+    events = runner.events(thread_id, body.input, body.config.to_config())
     return EventSourceResponse(sse_events(events), ping=settings.sse_ping_s)
 
 

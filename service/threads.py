@@ -1,22 +1,22 @@
 """The threads the agent keeps: list them, read one's messages or checkpoints, delete one.
 
-Threads live in the graph's checkpointer, which has no "list threads" call. With SQLite (the
-default) one query finds the most recently updated threads; with any other checkpointer the
-list is read from its checkpoints, newest first, stopping once ``limit`` threads are found.
+Threads live in the graph's checkpointer, which has no "list threads" call; the thread ids
+come from ``graph.threads`` (the CLI's ``agent-ng threads`` reads them the same way), and
+deleting goes through it too, so a thread another process is running is refused there as here.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
-from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from pydantic import BaseModel
 
+import graph.threads as stored
+from graph.thread_lock import ThreadBusyError
+from graph.threads import thread_config
 from service.inputs import ThreadId
 
 router = APIRouter(prefix="/threads")
@@ -72,48 +72,23 @@ class CheckpointOut(BaseModel):
 async def list_threads(
     request: Request, limit: int = Query(50, ge=1, le=500)
 ) -> list[ThreadSummary]:
-    saver = request.app.state.runner.graph.checkpointer
+    saver = stored.saver_of(request.app.state.runner.graph)
     summaries = [
         ThreadSummary(
-            thread_id=item.config["configurable"]["thread_id"],
+            thread_id=thread_id,
             title=title(messages := item.checkpoint["channel_values"].get("messages", [])),
             messages=len(messages),
             updated_at=item.checkpoint.get("ts"),
         )
-        async for item in latest_checkpoints(saver, limit)
+        for thread_id in await stored.thread_ids(saver, limit)
+        if (item := await saver.aget_tuple(thread_config(thread_id)))
     ]
     return sorted(summaries, key=lambda t: t.updated_at or EPOCH, reverse=True)
 
 
-async def latest_checkpoints(
-    saver: BaseCheckpointSaver, limit: int
-) -> AsyncIterator[CheckpointTuple]:
-    """The newest checkpoint of each of the ``limit`` most recently updated threads."""
-    if isinstance(saver, AsyncSqliteSaver):
-        query = (
-            "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' "
-            "GROUP BY thread_id ORDER BY MAX(checkpoint_id) DESC LIMIT ?"
-        )
-        async with saver.lock, saver.conn.execute(query, (limit,)) as cursor:
-            thread_ids = [row[0] for row in await cursor.fetchall()]
-        for thread_id in thread_ids:
-            if item := await saver.aget_tuple(config_of(thread_id)):
-                yield item
-        return
-    seen: set[str] = set()
-    async for item in saver.alist(None):
-        configurable = item.config["configurable"]
-        if configurable.get("checkpoint_ns") or configurable["thread_id"] in seen:
-            continue
-        seen.add(configurable["thread_id"])
-        yield item
-        if len(seen) == limit:
-            return
-
-
 @router.get("/{thread_id}", summary="A thread's messages")
 async def get_thread(thread_id: ThreadId, request: Request) -> ThreadState:
-    state = await request.app.state.runner.graph.aget_state(config_of(thread_id))
+    state = await request.app.state.runner.graph.aget_state(thread_config(thread_id))
     if not state.values:
         raise HTTPException(404, f"no thread {thread_id!r}")
     return ThreadState(
@@ -142,7 +117,7 @@ async def thread_history(
             messages=len((s.values or {}).get("messages", [])),
             created_at=s.created_at,
         )
-        async for s in graph.aget_state_history(config_of(thread_id), limit=limit)
+        async for s in graph.aget_state_history(thread_config(thread_id), limit=limit)
     ]
     if not history:
         raise HTTPException(404, f"no thread {thread_id!r}")
@@ -153,17 +128,14 @@ async def thread_history(
 async def delete_thread(thread_id: ThreadId, request: Request) -> Response:
     runner = request.app.state.runner
     if runner.busy(thread_id):
-        raise HTTPException(
-            409, f"thread {thread_id!r} has a run in progress; delete it afterwards"
-        )
-    if not (await runner.graph.aget_state(config_of(thread_id))).values:
-        raise HTTPException(404, f"no thread {thread_id!r}")
-    await runner.graph.checkpointer.adelete_thread(thread_id)
+        raise HTTPException(409, f"thread {thread_id!r} has a run in progress; delete it afterwards")
+    try:
+        await stored.delete_thread(runner.graph, thread_id)
+    except ThreadBusyError as e:
+        raise HTTPException(409, str(e)) from None
+    except stored.ThreadNotFoundError as e:
+        raise HTTPException(404, e.args[0]) from None
     return Response(status_code=204)
-
-
-def config_of(thread_id: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread_id}}
 
 
 def title(messages: list[AnyMessage]) -> str:

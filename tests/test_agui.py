@@ -27,7 +27,7 @@ GUARD_S = 15
 
 def settings(**overrides) -> ServiceSettings:
     return ServiceSettings(
-        **{"checkpoint_url": "memory://", "system_prompt": "", "api_key": None, **overrides}
+        **{"checkpoint_url": "memory://", "cache_url": "memory://", "system_prompt": "", "api_key": None, **overrides}
     )
 
 

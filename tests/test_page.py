@@ -106,7 +106,7 @@ def test_parallel_tools_progress_and_finish_live_and_the_thread_reloads(browser_
             Reply(text=ANSWER),
         ]
     )
-    settings = ServiceSettings(checkpoint_url="memory://", system_prompt="", api_key=None)
+    settings = ServiceSettings(checkpoint_url="memory://", cache_url="memory://", system_prompt="", api_key=None)
     try:
         with serving(create_app(settings, model=model, tools=gated_tools(go))) as url:
             page.goto(url)
@@ -179,7 +179,7 @@ def test_the_page_asks_for_the_api_key_and_stop_cancels_the_run(browser_page, tm
     model = ScriptedModel(
         replies=[calls(("wait_forever", {"reason": "demo"})), Reply(text="Still here.")]
     )
-    settings = ServiceSettings(checkpoint_url="memory://", system_prompt="", api_key="s3cret")
+    settings = ServiceSettings(checkpoint_url="memory://", cache_url="memory://", system_prompt="", api_key="s3cret")
     with serving(create_app(settings, model=model, tools=[wait_forever])) as url:
         page.goto(url)
         expect(page.locator("#key-form")).to_be_visible(timeout=GUARD_MS)

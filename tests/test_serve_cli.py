@@ -32,6 +32,8 @@ def test_agent_ng_serve_answers_a_run_with_two_tools_and_serves_the_page(tmp_pat
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in MODEL_ENV}
     env["AGENT_CHECKPOINT_URL"] = f"sqlite:///{tmp_path / 'threads.db'}"
+    env["AGENT_CACHE_URL"] = f"sqlite:///{tmp_path / 'tools.db'}"
+    env["AGENT_GROUP_LIMITS"] = '{"network": 3}'
     command = [str(Path(sys.executable).parent / "agent-ng"), "serve", "--port", str(port)]
     server = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -56,6 +58,7 @@ def test_agent_ng_serve_answers_a_run_with_two_tools_and_serves_the_page(tmp_pat
                 names = [line[6:].strip() for line in r.iter_lines() if line.startswith("event:")]
             page = c.get("/")
             threads = c.get("/threads").json()
+            metrics = c.get("/metrics").text
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(STARTUP_GUARD_S)
@@ -65,3 +68,6 @@ def test_agent_ng_serve_answers_a_run_with_two_tools_and_serves_the_page(tmp_pat
     assert page.status_code == 200 and 'src="/static/app.js"' in page.text
     assert [t["thread_id"] for t in threads] == ["cli"]
     assert (tmp_path / "threads.db").exists()
+    assert 'agent_ng_tool_calls_total{tool="calculator"} 1.0' in metrics
+    assert 'agent_ng_tool_calls_total{tool="count_primes"} 1.0' in metrics
+    assert 'agent_ng_group_limit{group="network"} 3.0' in metrics

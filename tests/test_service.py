@@ -31,7 +31,7 @@ QUESTION = {"input": "2+3?"}
 
 def settings(**overrides) -> ServiceSettings:
     return ServiceSettings(
-        **{"checkpoint_url": "memory://", "system_prompt": "", "api_key": None, **overrides}
+        **{"checkpoint_url": "memory://", "cache_url": "memory://", "system_prompt": "", "api_key": None, **overrides}
     )
 
 
