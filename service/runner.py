@@ -6,8 +6,8 @@
   so two runs never write the same thread at once;
 - every event feeds the metrics;
 - when the consumer goes away (the client disconnected, so the response closes the stream or
-  cancels it), the graph run is cancelled, its running tools with it, and the thread is settled
-  (``graph.settle``) under a shield, so the next run finds a valid history.
+  cancels it), the graph run is cancelled, its running tools with it, and ``stream`` settles
+  the thread (``graph.settle``) under a shield, so the next run finds a valid history.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from langchain_core.messages import HumanMessage
 from langgraph.pregel import Pregel
 
 from graph.events import AgentEvent, stream
-from graph.settle import settle
 from service.metrics import Metrics
 
 log = logging.getLogger("agent_ng.service")
@@ -88,7 +87,6 @@ class Runner:
                     run.cancel()
                     with anyio.CancelScope(shield=True):
                         await asyncio.wait([run])
-                        await settle(self.graph, config)
                     self.metrics.cancelled(perf_counter() - started)
                     log.info("run on thread %s cancelled: the client went away", thread_id)
 
