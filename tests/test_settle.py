@@ -215,3 +215,30 @@ async def test_resuming_with_a_command_does_not_settle():
     assert events[-1].status == "done"
     assert (await run(graph, Command(resume={}), config()))[-1].status == "done"
     assert isinstance((await graph.aget_state(config())).values["messages"][-1], AIMessage)
+
+
+async def test_a_result_already_shown_is_kept_even_if_the_stop_cancels_its_bookkeeping():
+    """The tool returned and ``tool_result`` was shown, but a wrapper outside ``Lifecycle`` (a
+    store write) still holds the call when the stop comes: the shown result is kept."""
+    bookkeeping = asyncio.Event()
+
+    async def slow_bookkeeping(request, execute):
+        result = await execute(request)
+        if request.tool_call["name"] == "quick":
+            await bookkeeping.wait()
+        return result
+
+    model = ScriptedModel(replies=[calls(("quick", {}), ("forever", {})), Reply(text="ok")])
+    graph = build_graph(
+        model, tools=[quick, forever], checkpointer=InMemorySaver(), settings=settings(),
+        tool_wrappers=[slow_bookkeeping],
+    )
+    await run_until(
+        graph, ask("first"), config(), lambda seen: "tool_complete:quick" in seen and "tool_start:forever" in seen
+    )
+    assert not bookkeeping.is_set()
+    messages = (await graph.aget_state(config())).values["messages"]
+    assert {(m.name, m.text) for m in messages if isinstance(m, ToolMessage)} == {
+        ("quick", "quick result"),
+        ("forever", CANCELLED),
+    }
