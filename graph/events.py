@@ -166,7 +166,7 @@ class _Run:
                 events += [self.event("interrupt", value=i.value, interrupt_id=i.id) for i in update]
             elif node == LLM_NODE and update:
                 self.shown, self.shown_id = [], None
-                events += self._from_model_turn(update["messages"])
+                events += self._from_model_turn(newest_answer(update["messages"]))
         return events
 
     def _from_model_turn(self, messages: list[BaseMessage]) -> list[AgentEvent]:
@@ -245,6 +245,13 @@ async def stream(
         yield run.event("run_end", status="error", usage=run.usage, error=f"{type(e).__name__}: {e}")
         raise
     yield run.event("run_end", status=run.status, usage=run.usage)
+
+
+def newest_answer(messages: list[BaseMessage]) -> list[BaseMessage]:
+    """The model's answer and what follows it; before it, a model turn that repaired the
+    thread (``nodes.llm``) carries the whole stored history again."""
+    last = next((i for i in range(len(messages) - 1, -1, -1) if isinstance(messages[i], AIMessage)), 0)
+    return messages[last:]
 
 
 def is_new_input(input: Any) -> bool:

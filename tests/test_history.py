@@ -322,6 +322,7 @@ async def test_a_thread_broken_by_hand_is_repaired_on_load_and_stored_repaired()
         events = [e async for e in stream(graph, {"messages": [HumanMessage("and now?")]}, config)]
 
     assert events[-1].status == "done"
+    assert [e.type for e in events] == ["run_start", "content", "run_end"], "the repair is not replayed as events"
     assert is_valid(model.seen[0])
     assert [m.text for m in model.seen[0] if isinstance(m, ToolMessage)] == ["ok", LOST]
     stored = (await graph.aget_state(config)).values["messages"]
