@@ -36,13 +36,21 @@ def note(log: Path, line: str) -> None:
 
 
 def report_records(store, log: Path) -> None:
-    record = store.record_result
+    """Note each committed record, and each call answered from one (a record committed just
+    before a kill has no ``recorded`` line)."""
+    record, lookup = store.record_result, store.recorded_result
 
     async def record_result(key, message, now):
         await record(key, message, now)
         note(log, f"recorded {json.loads(key)[-1]}")
 
-    store.record_result = record_result
+    async def recorded_result(key, now):
+        found = await lookup(key, now)
+        if found is not None:
+            note(log, f"replayed {json.loads(key)[-1]}")
+        return found
+
+    store.record_result, store.recorded_result = record_result, recorded_result
 
 
 async def main(url: str, store_url: str, thread: str, log: Path, seed: int, mode: str) -> None:

@@ -170,9 +170,11 @@ async def test_repeated_sigkill_never_runs_a_recorded_call_twice(checkpoint_url,
     for what, call_id in lines:
         if what == "recorded":
             recorded.add(call_id)
-        else:
+        elif what == "start":
             assert call_id not in recorded, f"{call_id} ran again after its result was recorded (seed {seed}): {lines}"
-    assert len(recorded) == 4
+    calls = {call_id for _, call_id in lines}
+    assert len(calls) == 4
+    assert all({("recorded", c), ("replayed", c)} & {tuple(line) for line in lines} for c in calls), lines
 
     async with open_checkpointer(checkpoint_url) as saver:
         graph = build_graph(ScriptedModel(replies=[]), tools=[], checkpointer=saver, settings=Settings(system_prompt=""))
