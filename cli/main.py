@@ -29,7 +29,7 @@ from cli.stats import stats
 from cli.tools import list_tools
 from cli.view import PlainView, TurnView
 from graph.agent import open_agent
-from graph.events import stream
+from graph.events import AgentEvent, stream
 from graph.settings import Settings
 from graph.thread_lock import ThreadBusyError
 from graph.threads import UnfinishedRunError, thread_status
@@ -134,14 +134,25 @@ async def show_run(graph, input, config: dict) -> str | None:
     events = stream(graph, input, config)
     if not console.is_terminal:
         view = PlainView(sys.stdout)
-        async for event in events:
-            view.handle(event)
+        await watch(events, view)
         return view.status
     view = TurnView()
     with Live(view, console=console, refresh_per_second=15, transient=False):
+        await watch(events, view)
+    return view.status
+
+
+async def watch(events, view) -> None:
+    """Show the run; on Ctrl-C (the task is cancelled) ``stream`` saves what was seen and the
+    view ends the run as ``cancelled``."""
+    event = None
+    try:
         async for event in events:
             view.handle(event)
-    return view.status
+    except asyncio.CancelledError:
+        if event is not None:
+            view.handle(AgentEvent("run_end", event.run_id, event.thread_id, event.t, status="cancelled"))
+        raise
 
 
 def finish(thread: str, status: str | None) -> None:

@@ -18,21 +18,29 @@ Every tool call yields ``tool_call``, then (once it runs) ``tool_start`` and any
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage, convert_to_messages
+import anyio
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ToolMessage,
+    convert_to_messages,
+)
 from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import Command
 
+from graph.settle import SUPERSEDED, settle
 from graph.thread_lock import hold_thread
 from nodes.llm import STEP_LIMIT_REASON
-from nodes.tool_calls import preview
+from nodes.tool_calls import SHOWN_RESULTS, preview
 from tools.progress import EVENT_KEY
 
 EventType = Literal[
@@ -111,6 +119,17 @@ class _Run:
     usage: dict[str, int] = field(
         default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
     )
+    shown: list[str] = field(default_factory=list)
+    """The text of the model answer being streamed, until its node stores the answer."""
+    shown_id: str | None = None
+
+    def partial_answer(self) -> AIMessage | None:
+        """What the consumer saw of an answer the model did not finish, as a message."""
+        if self.shown_id is None:
+            return None
+        return AIMessage(
+            "".join(self.shown), id=self.shown_id, response_metadata={"finish_reason": "cancelled"}
+        )
 
     def event(self, type: EventType, **fields: Any) -> AgentEvent:
         return AgentEvent(type, self.run_id, self.thread_id, perf_counter() - self.started, **fields)
@@ -127,7 +146,11 @@ class _Run:
         if node != LLM_NODE or not isinstance(message, AIMessage):
             return []
         text = message.text
-        return [self.event("content", text=text, node=node)] if text else []
+        if not text:
+            return []
+        self.shown.append(text)
+        self.shown_id = self.shown_id or message.id
+        return [self.event("content", text=text, node=node)]
 
     def _from_custom(self, chunk: Any) -> list[AgentEvent]:
         if not isinstance(chunk, dict) or EVENT_KEY not in chunk:
@@ -142,7 +165,8 @@ class _Run:
                 self.status = "interrupted"
                 events += [self.event("interrupt", value=i.value, interrupt_id=i.id) for i in update]
             elif node == LLM_NODE and update:
-                events += self._from_model_turn(update["messages"])
+                self.shown, self.shown_id = [], None
+                events += self._from_model_turn(newest_answer(update["messages"]))
         return events
 
     def _from_model_turn(self, messages: list[BaseMessage]) -> list[AgentEvent]:
@@ -186,24 +210,72 @@ async def stream(
     Durability defaults to ``"sync"``: each step's checkpoint is stored before its tools start,
     and each tool's result as it finishes, so a run killed mid-step resumes with only the
     unfinished tools.
+
+    A stop keeps what the consumer saw (``graph.settle``): when the consumer is cancelled or
+    closes the stream mid-run, the text streamed so far and every finished tool result are
+    stored, the unfinished calls get "cancelled" results, and the thread is left idle; the
+    cancellation then goes on. New messages on a thread whose run did not finish (waiting for
+    an approval, or killed) first settle it the same way, with "not completed" results.
     """
     if graph.checkpointer:
         kwargs.setdefault("durability", "sync")
+    shown: dict[str, ToolMessage] = {}
     config = {**(config or {})}
+    config["configurable"] = {**config.get("configurable", {}), SHOWN_RESULTS: shown}
     config.setdefault("run_id", uuid.uuid4())
     thread_id = config.get("configurable", {}).get("thread_id")
     run = _Run(str(config["run_id"]), thread_id)
     yield run.event("run_start", input=summarize(input))
+    durable = graph.checkpointer is not None and thread_id is not None
     try:
-        parts = graph.astream(input, config, stream_mode=STREAM_MODES, **kwargs)
-        async with hold_thread(graph, thread_id), aclosing(parts):
-            async for mode, chunk in parts:
-                for event in run.translate(mode, chunk):
-                    yield event
+        async with hold_thread(graph, thread_id):
+            if durable and is_new_input(input):
+                await settle(graph, config, text=SUPERSEDED)
+            try:
+                parts = graph.astream(input, config, stream_mode=STREAM_MODES, **kwargs)
+                async with aclosing(parts):
+                    async for mode, chunk in parts:
+                        for event in run.translate(mode, chunk):
+                            yield event
+            except (asyncio.CancelledError, GeneratorExit) as stop:
+                if durable:
+                    await shielded(settle_stopped(graph, config, stop, run.partial_answer(), shown))
+                raise
     except Exception as e:
         yield run.event("run_end", status="error", usage=run.usage, error=f"{type(e).__name__}: {e}")
         raise
     yield run.event("run_end", status=run.status, usage=run.usage)
+
+
+def newest_answer(messages: list[BaseMessage]) -> list[BaseMessage]:
+    """The model's answer and what follows it; before it, a model turn that repaired the
+    thread (``nodes.llm``) carries the whole stored history again."""
+    last = next((i for i in range(len(messages) - 1, -1, -1) if isinstance(messages[i], AIMessage)), 0)
+    return messages[last:]
+
+
+def is_new_input(input: Any) -> bool:
+    """Whether ``input`` starts a new turn (rather than continuing or resuming the thread)."""
+    return input is not None and not isinstance(input, Command)
+
+
+async def settle_stopped(
+    graph: Pregel,
+    config: RunnableConfig,
+    stop: BaseException,
+    partial: AIMessage | None,
+    shown: dict[str, ToolMessage],
+) -> None:
+    """Settle after a stop, once LangGraph has finished writing: a cancelled run hands over
+    the task that still stores its last writes in the ``CancelledError``'s args."""
+    await asyncio.gather(*(a for a in stop.args if isinstance(a, asyncio.Future)), return_exceptions=True)
+    await settle(graph, config, partial=partial, shown=shown)
+
+
+async def shielded(work: Awaitable[Any]) -> None:
+    """Finish ``work`` even if the task running it is cancelled again meanwhile."""
+    with anyio.CancelScope(shield=True):
+        await work
 
 
 def summarize(input: Any, limit: int = 200) -> str | None:

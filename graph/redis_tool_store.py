@@ -4,7 +4,8 @@ Every key starts with the store's prefix (``agent-ng:`` by default):
 ``cache:<key>`` holds a result (JSON) and expires by itself; ``cache-order``, a sorted set
 scored by store time, says which entries are oldest when the size bound evicts;
 ``counts:<tool>`` is a hash of counters; ``durations:<tool>`` a list, newest first, trimmed to
-``durations_kept``; ``tools`` the set of tool names seen.
+``durations_kept``; ``tools`` the set of tool names seen; ``result:<key>`` a finished call's result, expiring by
+itself.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from contextlib import asynccontextmanager
 
 from graph.tool_store import (
     DURATIONS_KEPT,
+    RESULTS_KEPT_S,
     CachedResult,
     Content,
     Outcome,
@@ -93,6 +95,12 @@ class RedisToolStore:
         return [
             float(d) for d in await self.redis.lrange(self._key("durations", tool), 0, limit - 1)
         ]
+
+    async def recorded_result(self, key: str, now: float) -> str | None:
+        return await self.redis.get(self._key("result", key))
+
+    async def record_result(self, key: str, message: str, now: float) -> None:
+        await self.redis.set(self._key("result", key), message, px=int(RESULTS_KEPT_S * 1000))
 
     async def counts(self) -> list[ToolCounts]:
         tools = sorted(await self.redis.smembers(self._key("tools")))

@@ -1,41 +1,68 @@
-"""Leave a thread valid after its run was cancelled mid-step.
+"""End a thread's unfinished run where it stands, keeping everything it produced.
 
-A run stopped while tools run (a client went away, Ctrl-C) leaves the thread's last model turn
-with tool calls that have no result. Chat APIs reject such a history ("tool_calls must be
-followed by tool messages"), and a new question on that thread would also drop the results of
-the tools that did finish, because they are only pending writes of the unfinished step.
+A run stopped mid-step (Ctrl-C, a cancelled ``stream()`` consumer, a client that went away)
+leaves the thread with a pending step: the model's answer cut off mid-stream, or tool calls
+without results while the results of the tools that did finish are only pending writes, which
+LangGraph drops when new input arrives. A thread waiting for approval, or killed mid-step, is
+in the same place when a new user message comes instead of the answer.
 
-``settle`` closes that turn the way the tools node would have: each finished call keeps its
-result, each unfinished one gets an error ``ToolMessage`` saying it was cancelled, written as
-the tools node's update. The thread then reads as an ordinary, complete history.
+``settle`` ends it as a normal end would have, in one consistent set of checkpoints:
 
-    try:
-        async for event in stream(graph, input, config): ...
-    except asyncio.CancelledError:
-        await settle(graph, config)   # shielded from the cancellation
-        raise
+- the model text already streamed (``partial``) is stored as the model's answer;
+- each finished tool call keeps its result, also one shown to the consumer whose task the stop
+  cancelled while the wrappers outside ``Lifecycle`` were still busy with it; each unfinished one gets an explicit error result
+  (``text``: cancelled, or not completed), so the history keeps its rule (``graph.history``);
+- the pending step is cleared, so the thread is idle and the next turn starts from it.
+
+``graph.events.stream`` calls it itself, shielded, when its consumer stops (cancelled or
+closed) and before new input on a thread with a pending step; it writes nothing when the
+thread has no pending step.
 """
 
 from __future__ import annotations
 
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolCall, ToolMessage
+from collections.abc import Mapping
+
+from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.constants import END
 from langgraph.pregel import Pregel
 
+from graph.history import not_completed, unanswered
+
 CANCELLED = "Error: cancelled: the run was stopped before this tool finished."
+SUPERSEDED = (
+    "Error: not completed: the user sent a new message before this call finished "
+    "(it was waiting for approval, or its run was stopped)."
+)
+LLM = "llm"
+TOOLS = "tools"
 
 
 async def settle(
-    graph: Pregel, config: RunnableConfig, *, as_node: str = "tools"
-) -> list[ToolMessage]:
-    """Close the thread's last turn: keep finished results, mark the rest cancelled.
+    graph: Pregel,
+    config: RunnableConfig,
+    *,
+    partial: AIMessage | None = None,
+    shown: Mapping[str, ToolMessage] | None = None,
+    text: str = CANCELLED,
+) -> list[AnyMessage]:
+    """Store what the unfinished step produced, close its tool calls, and clear it.
 
-    Returns the messages written (none when the turn was already complete). The results of
-    tools that finished inside the unfinished step are written again, with their own ids, so
-    they are kept rather than lost with the step.
+    ``shown``: results the consumer saw by tool call id (``nodes.tool_calls.SHOWN_RESULTS``);
+    they count as finished even when the stop cancelled their task before LangGraph stored them.
+
+    Returns the messages written (none when the thread had no pending step).
     """
+    shown = shown or {}
     state = await graph.aget_state(config)
+    if not state.next:
+        return []
     messages = state.values.get("messages", []) if state.values else []
+    written: list[AnyMessage] = []
+    if partial is not None and LLM in state.next and partial.id not in {m.id for m in messages}:
+        written.append(partial)
+        await graph.aupdate_state(config, {"messages": [partial]}, as_node=LLM)
     finished = {
         message.tool_call_id: message
         for task in state.tasks
@@ -43,31 +70,13 @@ async def settle(
         for message in task.result.get("messages", [])
         if isinstance(message, ToolMessage)
     }
-    answered = {m.tool_call_id for m in current_turn(messages) if isinstance(m, ToolMessage)}
-    closing = [
-        finished.get(call["id"])
-        or ToolMessage(CANCELLED, tool_call_id=call["id"], name=call["name"], status="error")
-        for call in turn_calls(messages)
-        if call["id"] in finished or call["id"] not in answered
-    ]
+    # the state shows finished results of the pending step, but they are only its pending
+    # writes: the update that closes the step writes them again, with the missing ones
+    missing = [call for call in unanswered(messages) if call["id"] not in finished]
+    closing = [*finished.values(), *(shown.get(call["id"]) or not_completed(call, text) for call in missing)]
     if closing:
-        await graph.aupdate_state(config, {"messages": closing}, as_node=as_node)
-    return closing
-
-
-def current_turn(messages: list[AnyMessage]) -> list[AnyMessage]:
-    """The messages after the last human message."""
-    for index in range(len(messages) - 1, -1, -1):
-        if isinstance(messages[index], HumanMessage):
-            return messages[index + 1 :]
-    return messages
-
-
-def turn_calls(messages: list[AnyMessage]) -> list[ToolCall]:
-    """Every tool call the model made in the current turn, in order."""
-    return [
-        call
-        for message in current_turn(messages)
-        if isinstance(message, AIMessage)
-        for call in message.tool_calls
-    ]
+        written += closing
+        await graph.aupdate_state(config, {"messages": closing}, as_node=TOOLS)
+    if (await graph.aget_state(config)).next:
+        await graph.aupdate_state(config, None, as_node=END)
+    return written

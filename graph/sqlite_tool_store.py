@@ -22,6 +22,7 @@ import aiosqlite
 from graph.checkpoint import sqlite_path
 from graph.tool_store import (
     DURATIONS_KEPT,
+    RESULTS_KEPT_S,
     CachedResult,
     Content,
     Outcome,
@@ -39,6 +40,9 @@ CREATE TABLE IF NOT EXISTS tool_counts (
 CREATE TABLE IF NOT EXISTS tool_durations (
     id INTEGER PRIMARY KEY, tool TEXT NOT NULL, seconds REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS tool_durations_by_tool ON tool_durations (tool, id);
+CREATE TABLE IF NOT EXISTS tool_results (
+    key TEXT PRIMARY KEY, message TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS tool_results_expiry ON tool_results (expires_at);
 """
 
 
@@ -121,6 +125,20 @@ class SqliteToolStore:
             (tool, limit),
         ) as cursor:
             return [row[0] for row in await cursor.fetchall()]
+
+    async def recorded_result(self, key: str, now: float) -> str | None:
+        async with self.db.execute(
+            "SELECT message FROM tool_results WHERE key = ? AND expires_at > ?", (key, now)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    async def record_result(self, key: str, message: str, now: float) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO tool_results (key, message, expires_at) VALUES (?, ?, ?)",
+            (key, message, now + RESULTS_KEPT_S),
+        )
+        await self.db.execute("DELETE FROM tool_results WHERE expires_at <= ?", (now,))
 
     async def counts(self) -> list[ToolCounts]:
         async with self.db.execute(

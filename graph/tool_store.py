@@ -8,6 +8,11 @@ the process (``build_graph``'s default when given no store), ``sqlite:///path.db
 beside the checkpoints (the default URL: survives restarts, and WAL mode lets the processes of
 one machine share it), ``redis://host:6379/0`` in Redis when replicas share it.
 
+Finished tool results are also kept by call (``nodes.recorded_results``), so a call that a
+resumed run would repeat is answered with the result it already had; they expire after
+``RESULTS_KEPT_S`` (a run is resumed within days or not at all) and the in-memory store keeps
+at most ``max_entries`` of them.
+
 The cache is bounded: past ``max_entries`` the oldest entries are evicted. Durations are kept
 per tool for its last ``durations_kept`` successful runs (the ETA and the quantiles read
 them); counters are kept forever.
@@ -26,6 +31,7 @@ Content = str | list[Any]
 """A ``ToolMessage``'s content: text, or a list of content blocks."""
 
 DURATIONS_KEPT = 1000
+RESULTS_KEPT_S = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,13 @@ class ToolStore(Protocol):
     async def counts(self) -> list[ToolCounts]:
         """Every tool's record, by name."""
 
+    async def recorded_result(self, key: str, now: float) -> str | None:
+        """The tool result recorded under ``key`` (a serialized ``ToolMessage``), if kept."""
+
+    async def record_result(self, key: str, message: str, now: float) -> None:
+        """Keep a finished call's result under ``key`` until ``now + RESULTS_KEPT_S``; durable
+        once this returns."""
+
 
 def counter_increments(outcome: Outcome) -> dict[str, int]:
     """What one call adds to each counter."""
@@ -83,6 +96,7 @@ class MemoryToolStore:
         self._cache: OrderedDict[str, CachedResult] = OrderedDict()
         self._counts: dict[str, dict[str, int]] = {}
         self._durations: dict[str, deque[float]] = {}
+        self._results: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     async def cached(self, key: str, now: float) -> CachedResult | None:
         entry = self._cache.get(key)
@@ -105,6 +119,15 @@ class MemoryToolStore:
 
     async def durations(self, tool: str, limit: int) -> list[float]:
         return list(self._durations.get(tool, ()))[:limit]
+
+    async def recorded_result(self, key: str, now: float) -> str | None:
+        message, expires_at = self._results.get(key, (None, 0.0))
+        return message if expires_at > now else None
+
+    async def record_result(self, key: str, message: str, now: float) -> None:
+        self._results[key] = (message, now + RESULTS_KEPT_S)
+        while len(self._results) > self.max_entries:
+            self._results.popitem(last=False)
 
     async def counts(self) -> list[ToolCounts]:
         return [

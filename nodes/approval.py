@@ -27,7 +27,7 @@ from langchain_core.messages import ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, interrupt
 
-from nodes.tool_calls import Execute, both_streams, noted, preview
+from nodes.tool_calls import Execute, both_streams, keep_shown, noted, preview
 from tools import progress
 from tools.registry import spec_of
 
@@ -105,6 +105,8 @@ def rejected(request: ToolCallRequest, reason: str) -> ToolMessage:
     with progress.tool_call_scope(call["id"], call["name"], write) as scope:
         scope.emit("tool_result", content=preview(text), status="error")
         scope.emit("tool_error", error=text, elapsed_s=0.0)
-    return noted(
+    message = noted(
         ToolMessage(text, tool_call_id=call["id"], name=call["name"], status="error"), rejected=True
     )
+    keep_shown(request, message)
+    return message

@@ -5,6 +5,8 @@
 
 Outer first:
 
+- ``RecordedResults`` (``nodes.recorded_results``) answers a call whose result is already
+  recorded (a resumed run) and records each finished result before handing it back;
 - ``record_outcomes`` (``nodes.tool_stats``) counts every call, cache hits included;
 - ``ResultCache`` (``nodes.result_cache``) answers repeated calls of cacheable tools;
 - ``GroupLimits`` (``nodes.concurrency``) holds a call until its concurrency group has room;
@@ -22,6 +24,7 @@ from graph.settings import Settings
 from graph.tool_store import ToolStore
 from nodes import concurrency
 from nodes.eta import expected_duration
+from nodes.recorded_results import RecordedResults
 from nodes.result_cache import ResultCache
 from nodes.timeouts import enforce_timeout
 from nodes.tool_calls import Lifecycle, ToolCallWrapper
@@ -30,6 +33,7 @@ from nodes.tool_stats import record_outcomes
 
 def engine_wrappers(settings: Settings, store: ToolStore) -> list[ToolCallWrapper]:
     return [
+        RecordedResults(store),
         record_outcomes(store),
         ResultCache(store, settings.cache_ttl_s),
         *concurrency.default_wrappers(settings),

@@ -9,19 +9,26 @@ It also keeps two promises the graph relies on:
 - a tool call whose arguments the model garbled (``invalid_tool_calls``) gets an error
   ``ToolMessage`` at once, so the history stays valid and the model can try again.
 
+The history is checked against its rule (``graph.history``) first: a thread broken by an older
+version or by hand is repaired with explicit "not completed" results, and the repaired history
+is stored, so the model is never sent a tool call without its result.
+
 What the model is sent comes from ``memory`` (``nodes.memory``: the history trimmed to a token
 budget); the stored history is not cut.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     AnyMessage,
     HumanMessage,
+    RemoveMessage,
     SystemMessage,
     ToolMessage,
 )
@@ -29,9 +36,13 @@ from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.messages.utils import message_chunk_to_message
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
+from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
+from graph.history import repair, violations
 from graph.state import AgentState
 from nodes.memory import Memory, Recall
+
+log = logging.getLogger("agent_ng")
 
 STEP_LIMIT_REASON = "max_steps"
 
@@ -48,15 +59,25 @@ def make_llm_node(
     system = [SystemMessage(system_prompt)] if system_prompt else []
 
     async def llm(state: AgentState, config: RunnableConfig) -> dict[str, list[AnyMessage]]:
-        messages = state["messages"]
+        messages, repaired = valid_history(state["messages"])
         if model_turns(messages) >= max_steps:
-            return {"messages": [step_limit_answer(max_steps)]}
+            return {"messages": [*repaired, step_limit_answer(max_steps)]}
+        state = {**state, "messages": messages}
         recall = await memory(system, state) if memory else Recall([*system, *messages])
         chunks = [chunk async for chunk in bound.astream(recall.messages, config)]
         answer = merge(chunks)
-        return {"messages": [answer, *invalid_call_errors(answer)], **recall.update}
+        return {"messages": [*repaired, answer, *invalid_call_errors(answer)], **recall.update}
 
     return llm
+
+
+def valid_history(messages: list[AnyMessage]) -> tuple[list[AnyMessage], list[AnyMessage]]:
+    """The history to use, and the update that stores it when it had to be repaired."""
+    if not (problems := violations(messages)):
+        return messages, []
+    log.warning("repairing a thread's history before the model call: %s", "; ".join(problems))
+    fixed = repair(messages)
+    return fixed, [RemoveMessage(id=REMOVE_ALL_MESSAGES), *fixed]
 
 
 def model_turns(messages: Sequence[AnyMessage]) -> int:

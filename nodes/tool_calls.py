@@ -43,6 +43,11 @@ Estimate = Callable[[str], Awaitable[float | None]]
 
 NOTES_KEY = progress.EVENT_KEY
 
+SHOWN_RESULTS = "__agent_ng_shown_results"
+"""``configurable`` key of a dict that ``graph.events.stream`` passes to each run: every result
+reported as ``tool_result`` is put there by its call id, so that a stop keeps what the consumer
+saw even when it cancels the call's task before LangGraph stores the result."""
+
 PREVIEW_CHARS = 2000
 
 
@@ -100,6 +105,7 @@ class Lifecycle:
             elapsed = scope.elapsed()
             if isinstance(result, ToolMessage):
                 result = noted(result, elapsed_s=elapsed)
+                keep_shown(request, result)
             report_end(scope, result, elapsed, cached=False)
             return result
 
@@ -109,11 +115,19 @@ lifecycle = Lifecycle()
 
 def report_cached(request: ToolCallRequest, message: ToolMessage) -> None:
     """Report a call answered without running (a cache hit): start, result and completion."""
+    keep_shown(request, message)
     call = request.tool_call
     write = both_streams(request.runtime.stream_writer, request.runtime.config)
     with progress.tool_call_scope(call["id"], call["name"], write) as scope:
         scope.emit("tool_start", args=call["args"], eta_s=0.0, cached=True)
         report_end(scope, message, scope.elapsed(), cached=True)
+
+
+def keep_shown(request: ToolCallRequest, message: ToolMessage) -> None:
+    """Put a result about to be reported into the run's ``SHOWN_RESULTS``, if it has one."""
+    shown = request.runtime.config.get("configurable", {}).get(SHOWN_RESULTS)
+    if shown is not None:
+        shown[message.tool_call_id] = message
 
 
 def report_end(

@@ -5,12 +5,12 @@
 - a second run on a busy thread waits for the first to end (LangGraph's "enqueue" strategy),
   so two runs never write the same thread at once;
 - a question on a thread whose calls wait for approval is refused (``UnfinishedRunError``,
-  shared with the CLI): LangGraph would drop the waiting calls; a thread a crash left mid-step
-  is settled first, as after a cancelled run, so the finished tools' results are kept;
+  shared with the CLI), so a person's pending decision is not silently superseded; a thread a
+  crash left mid-step is settled by ``stream`` (finished results kept, the rest "not completed");
 - every event feeds the metrics;
 - when the consumer goes away (the client disconnected, so the response closes the stream or
-  cancels it), the graph run is cancelled, its running tools with it, and the thread is settled
-  (``graph.settle``) under a shield, so the next run finds a valid history.
+  cancels it), the graph run is cancelled, its running tools with it, and ``stream`` settles
+  the thread (``graph.settle``) under a shield, so the next run finds a valid history.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.pregel import Pregel
 
 from graph.events import AgentEvent, stream
-from graph.settle import settle
-from graph.threads import UnfinishedRunError, thread_config, thread_status
+from graph.threads import UnfinishedRunError, thread_status
 from service.metrics import Metrics
 
 log = logging.getLogger("agent_ng.service")
@@ -48,13 +47,11 @@ class Runner:
         return lock is not None and lock.locked()
 
     async def ready(self, thread_id: str) -> None:
-        """Make the thread ready for a question, or raise ``UnfinishedRunError`` if it waits
-        for approval."""
+        """Refuse a question on a thread whose calls wait for approval (``UnfinishedRunError``);
+        a thread a crash left mid-step is settled by ``stream`` itself."""
         status = await thread_status(self.graph, thread_id)
         if status == "interrupted":
             raise UnfinishedRunError(thread_id, status)
-        if status == "pending":
-            await settle(self.graph, thread_config(thread_id))
 
     @asynccontextmanager
     async def _turn(self, thread_id: str) -> AsyncIterator[None]:
@@ -111,7 +108,6 @@ class Runner:
                     run.cancel()
                     with anyio.CancelScope(shield=True):
                         await asyncio.wait([run])
-                        await settle(self.graph, config)
                     self.metrics.cancelled(perf_counter() - started)
                     log.info("run on thread %s cancelled: the client went away", thread_id)
 

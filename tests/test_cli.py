@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from rich.console import Console
@@ -111,3 +114,58 @@ def test_langgraph_json_names_a_graph_that_imports_and_compiles():
     assert done.stdout.split()[0] == "CompiledStateGraph"
     assert "'llm'" in done.stdout and "'tools'" in done.stdout
     assert done.stdout.strip().endswith("None")
+
+
+def test_ctrl_c_keeps_the_finished_tool_and_the_next_question_works(tmp_path):
+    """SIGINT once the calculator finished and count_primes reports progress: the run ends
+    ``cancelled`` (exit 130), the thread keeps the calculator's result and marks the other call
+    cancelled, and the next ``ask`` on the thread runs normally."""
+    from langchain_core.messages import ToolMessage
+
+    from graph.settle import CANCELLED
+
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENT_"))
+    } | {"AGENT_DATA_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    question = "what is 17*23 and how many primes are below 2000000000?"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "ask", question, "--thread", "t-stop"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    guard = threading.Timer(60, process.kill)  # a hang fails the test instead of blocking it
+    guard.start()
+    try:
+        seen: list[str] = []
+        while not (any("[calculator] done" in s for s in seen) and any("[count_primes] 5%" in s for s in seen)):
+            line = process.stdout.readline()
+            assert line, process.stderr.read()
+            seen.append(line)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        guard.cancel()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert "(run ended: cancelled)" in out
+
+    messages = asyncio.run(stored_messages(f"sqlite:///{tmp_path / 'checkpoints.db'}", "t-stop"))
+    results = {m.name: m for m in messages if isinstance(m, ToolMessage)}
+    assert "391" in results["calculator"].text and results["calculator"].status == "success", err
+    assert results["count_primes"].text == CANCELLED
+
+    after = agent_ng("ask", "what did I ask before?", "--thread", "t-stop", data_dir=tmp_path)
+    assert after.returncode == 0, after.stderr
+    assert question in after.stdout
+
+
+async def stored_messages(url: str, thread: str) -> list:
+    from graph.agent import build_graph
+    from graph.checkpoint import open_checkpointer
+    from tests.scripted_model import ScriptedModel
+
+    async with open_checkpointer(url) as saver:
+        graph = build_graph(ScriptedModel(replies=[]), tools=[], checkpointer=saver)
+        state = await graph.aget_state({"configurable": {"thread_id": thread}})
+    assert not state.next, "the thread is idle"
+    return state.values["messages"]
