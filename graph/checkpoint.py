@@ -32,8 +32,8 @@ from graph.thread_lock import FileThreadLocks, PostgresThreadLocks, attach
 
 SETUP_LOCK_KEY = 0x6167656E746E68
 """Advisory lock that serialises ``setup()`` (table creation) across replicas starting together
-(its own key: versions before ``set_up`` waited on the previous one in a blocking call that
-can deadlock with the migrations, see ``set_up``)."""
+(its own key: versions before ``set_up`` blocked on the previous one, which can deadlock with
+the migrations, see ``set_up``)."""
 
 SQLITE_SYNCHRONOUS = "NORMAL"
 """The saver runs SQLite in WAL mode, where NORMAL keeps every commit through a crash of the
@@ -121,21 +121,19 @@ async def postgres_saver(url: str, pool_size: int, lock_url: str) -> AsyncIterat
 async def set_up(saver: BaseCheckpointSaver, session: Any) -> None:
     """Run the saver's migrations once, however many replicas start together.
 
-    The others poll ``pg_try_advisory_xact_lock`` rather than block in ``pg_advisory_lock``: a
-    statement blocked on a lock holds a snapshot, and the migrations' ``CREATE INDEX
-    CONCURRENTLY`` waits for every older snapshot, so a blocked replica and the migrating one
-    would wait for each other forever. A transaction holds the lock, so it also holds through a
-    transaction pooler (which keeps a transaction on one server connection).
+    The lock is a session lock taken with ``pg_try_advisory_lock``, and the others poll it:
+    the migrations' ``CREATE INDEX CONCURRENTLY`` waits for every transaction older than it,
+    so a replica blocked in ``pg_advisory_lock``, or a lock held by an open transaction, would
+    wait for the migrating replica while it waits for them, forever.
     """
     delay_s = 0.05
-    while True:
-        async with session.transaction():
-            cursor = await session.execute("SELECT pg_try_advisory_xact_lock(%s)", (SETUP_LOCK_KEY,))
-            if (await cursor.fetchone())[0]:
-                await saver.setup()
-                return
+    while not (await (await session.execute("SELECT pg_try_advisory_lock(%s)", (SETUP_LOCK_KEY,))).fetchone())[0]:
         await asyncio.sleep(delay_s)
         delay_s = min(delay_s * 2, 1.0)
+    try:
+        await saver.setup()
+    finally:
+        await session.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
 
 
 def sqlite_path(url: str) -> str:
