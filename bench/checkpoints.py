@@ -199,9 +199,12 @@ async def run(size: str = "full") -> Result:
                     load.setdefault((name, length), []).append(time.perf_counter() - start)
                     resume.setdefault((name, length), []).append(await turn(name, thread_id))
 
+        retained_n = len(await messages(stored[0], longest))
+        unpruned: dict[str, int] = {}
         pruned: dict[str, int] = {}
         for name in stored:
             if name != "memory":
+                unpruned[name] = await thread_bytes(name, savers[name], longest)
                 await prune(savers[name], RETAINED, threads=[longest])
                 pruned[name] = await thread_bytes(name, savers[name], longest)
 
@@ -259,15 +262,15 @@ async def run(size: str = "full") -> Result:
             note="; ".join(notes),
         ),
         Table(
-            f"Retention: MB per 1,000 messages of the {longest_n}-message thread, every checkpoint "
+            f"Retention: MB per 1,000 messages of the {retained_n}-message thread, every checkpoint "
             f"kept vs pruned to the last {RETAINED.keep_checkpoints} (the default)",
             ["saver", "before", "after", "after / before"],
             [
                 [
                     name,
-                    round(sizes[name] / 1e6 * 1000 / longest_n, 3),
-                    round(pruned[name] / 1e6 * 1000 / longest_n, 3),
-                    round(pruned[name] / sizes[name], 3),
+                    round(unpruned[name] / 1e6 * 1000 / retained_n, 3),
+                    round(pruned[name] / 1e6 * 1000 / retained_n, 3),
+                    round(pruned[name] / unpruned[name], 3),
                 ]
                 for name in pruned
             ],
@@ -283,6 +286,8 @@ async def run(size: str = "full") -> Result:
         "load_ms": {f"{n}/{counts[l]}": median(v) * 1e3 for (n, l), v in load.items()},
         "resume_ms": {f"{n}/{counts[l]}": median(v) * 1e3 for (n, l), v in resume.items()},
         "thread_bytes": sizes,
+        "retention_messages": retained_n,
+        "thread_bytes_before_retention": unpruned,
         "thread_bytes_retained": pruned,
         "state_bytes": state_bytes,
         "build_s": build_s,
