@@ -24,6 +24,7 @@ from graph.events import stream
 from graph.retention import Retention
 from graph.settings import Settings
 from graph.thread_lock import ThreadBusyError, hold_thread
+from graph.threads import thread_ids
 from tests.conftest import POSTGRES_URL
 from tests.pgbouncer import PgBouncer
 from tests.scripted_model import Reply, ScriptedModel, calls
@@ -90,6 +91,7 @@ async def test_runs_survive_a_pooler_restart_mid_run(bouncer):
 
         third = [e async for e in stream(graph, {"messages": [HumanMessage("three")]}, cfg(thread))]
         assert third[-1].status == "done" and saver.retried == 1
+        assert thread in await thread_ids(saver), "the thread list (its own SQL) works through the pooler"
 
     async with open_checkpointer(POSTGRES_URL, retention=Retention(keep_checkpoints=0)) as direct:
         messages = (await direct.aget_tuple(cfg(thread))).checkpoint["channel_values"]["messages"]
