@@ -9,7 +9,11 @@ One turn is model -> one tool -> model (three supersteps, four checkpoints with 
   build them), then timed: load (``aget_state``) and resume (one more turn on the thread; for
   "none", the same turn with the whole history as input).
 - Stored size of the 1,000-message thread with every checkpoint kept, and the size of its
-  message list serialized once (what the newest checkpoint alone holds).
+  message list serialized once (what the newest checkpoint alone holds); then again after
+  pruning it to the default retention (``graph.retention``: the last 20 checkpoints), which is
+  what a thread keeps when each run prunes its thread as it ends.
+
+The savers are opened with retention off, so the threads grow as they would without it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from bench.paths import bench_settings
 from graph.agent import build_graph
 from graph.checkpoint import open_checkpointer
 from graph.events import stream
+from graph.retention import Retention, prune
 
 NAME = "checkpoints"
 POSTGRES_URL = os.environ.get(
@@ -43,6 +48,8 @@ POSTGRES_URL = os.environ.get(
 STEPS_PER_TURN = 3
 QUESTION = "Please look this up for me and tell me what you find about it. " * 2
 RESULT = "A line of tool output, the kind a search or a file read returns. " * 8
+KEEP_ALL = Retention(keep_checkpoints=0, thread_ttl_s=0)
+RETAINED = Retention()
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ async def open_postgres(stack: AsyncExitStack) -> tuple[BaseCheckpointSaver | No
     stack.push_async_callback(drop)
     sep = "&" if "?" in POSTGRES_URL else "?"
     url = f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    return await stack.enter_async_context(open_checkpointer(url)), ""
+    return await stack.enter_async_context(open_checkpointer(url, retention=KEEP_ALL)), ""
 
 
 async def thread_bytes(name: str, saver: BaseCheckpointSaver, thread_id: str) -> int:
@@ -131,7 +138,7 @@ async def run(size: str = "full") -> Result:
             "none": None,
             "memory": InMemorySaver(),
             "sqlite": await stack.enter_async_context(
-                open_checkpointer(f"sqlite:///{Path(tmp) / 'checkpoints.db'}")
+                open_checkpointer(f"sqlite:///{Path(tmp) / 'checkpoints.db'}", retention=KEEP_ALL)
             ),
         }
         postgres, why_not = await open_postgres(stack)
@@ -192,6 +199,15 @@ async def run(size: str = "full") -> Result:
                     load.setdefault((name, length), []).append(time.perf_counter() - start)
                     resume.setdefault((name, length), []).append(await turn(name, thread_id))
 
+        retained_n = len(await messages(stored[0], longest))
+        unpruned: dict[str, int] = {}
+        pruned: dict[str, int] = {}
+        for name in stored:
+            if name != "memory":
+                unpruned[name] = await thread_bytes(name, savers[name], longest)
+                await prune(savers[name], RETAINED, threads=[longest])
+                pruned[name] = await thread_bytes(name, savers[name], longest)
+
     none_turn = median(fresh["none"])
     per_step = {
         name: (median(fresh[name]) - none_turn) / STEPS_PER_TURN * 1e3 for name in savers
@@ -245,6 +261,21 @@ async def run(size: str = "full") -> Result:
                 round(state_bytes / 1e6 * 1000 / longest_n, 3), None]],
             note="; ".join(notes),
         ),
+        Table(
+            f"Retention: MB per 1,000 messages of the {retained_n}-message thread, every checkpoint "
+            f"kept vs pruned to the last {RETAINED.keep_checkpoints} (the default)",
+            ["saver", "before", "after", "after / before"],
+            [
+                [
+                    name,
+                    round(unpruned[name] / 1e6 * 1000 / retained_n, 3),
+                    round(pruned[name] / 1e6 * 1000 / retained_n, 3),
+                    round(pruned[name] / unpruned[name], 3),
+                ]
+                for name in pruned
+            ],
+            note="agent-ng prune, or each run's own prune when it ends (graph/retention.py)",
+        ),
     ]
     data: dict[str, Any] = {
         "savers": list(savers),
@@ -255,6 +286,9 @@ async def run(size: str = "full") -> Result:
         "load_ms": {f"{n}/{counts[l]}": median(v) * 1e3 for (n, l), v in load.items()},
         "resume_ms": {f"{n}/{counts[l]}": median(v) * 1e3 for (n, l), v in resume.items()},
         "thread_bytes": sizes,
+        "retention_messages": retained_n,
+        "thread_bytes_before_retention": unpruned,
+        "thread_bytes_retained": pruned,
         "state_bytes": state_bytes,
         "build_s": build_s,
     }

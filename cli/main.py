@@ -6,6 +6,7 @@
     agent-ng stats
     agent-ng resume --thread demo        # after a crash, or to answer approvals later
     agent-ng threads list | show ID | fork ID | delete ID
+    agent-ng prune                       # old checkpoints and idle threads
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from langchain_core.messages import HumanMessage
 from rich.console import Console
 from rich.live import Live
 
-from cli import threads
+from cli import prune, threads
 from cli.approvals import settle
 from cli.bench import bench
 from cli.serve import serve
@@ -172,6 +173,7 @@ app.command()(bench)
 app.command()(stats)
 app.command("tools")(list_tools)
 app.add_typer(threads.app, name="threads")
+app.command("prune")(prune.prune_command)
 
 if __name__ == "__main__":
     app()

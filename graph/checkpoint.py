@@ -9,22 +9,31 @@ default: embedded, survives restarts; ``sqlite:////abs/path.db`` for an absolute
 ``pool_size`` connections; needs the ``postgres`` extra).
 
 Each saver comes with the thread locks of its reach (``graph.thread_lock``): a file lock per
-thread next to a SQLite database, a PostgreSQL advisory lock per thread on one extra session.
+thread next to a SQLite database, a PostgreSQL advisory lock per thread on one extra session
+(``lock_url``: a direct URL when ``url`` goes through a transaction pooler such as PgBouncer).
+Each SQLite or PostgreSQL saver also prunes old checkpoints in the background
+(``graph.retention``; ``retention`` defaults to the settings' ``AGENT_RETENTION_*``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
+from graph.retention import Retention, retain
+from graph.settings import Settings
 from graph.thread_lock import FileThreadLocks, PostgresThreadLocks, attach
 
-SETUP_LOCK_KEY = 0x6167656E746E67
-"""Advisory lock that serialises ``setup()`` (table creation) across replicas starting together."""
+SETUP_LOCK_KEY = 0x6167656E746E68
+"""Advisory lock that serialises ``setup()`` (table creation) across replicas starting together
+(its own key: versions before ``set_up`` blocked on the previous one, which can deadlock with
+the migrations, see ``set_up``)."""
 
 SQLITE_SYNCHRONOUS = "NORMAL"
 """The saver runs SQLite in WAL mode, where NORMAL keeps every commit through a crash of the
@@ -32,26 +41,43 @@ process and skips the fsync per commit that FULL (the default) pays: each parall
 result is its own commit, so FULL made 16 parallel tools wait on 16 fsyncs in a row
 (bench/README.md, parallel). Only an OS crash or power loss can lose the last commits."""
 
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a write waits for another process's write on the same file before "database is
+locked": WAL lets readers run beside one writer, and writers take turns (each commit is short)."""
+
 
 @asynccontextmanager
-async def open_checkpointer(url: str, *, pool_size: int = 10) -> AsyncIterator[BaseCheckpointSaver]:
+async def open_checkpointer(
+    url: str,
+    *,
+    pool_size: int = 10,
+    retention: Retention | None = None,
+    lock_url: str | None = None,
+) -> AsyncIterator[BaseCheckpointSaver]:
     scheme, _, rest = url.partition("://")
     if scheme == "memory":
         yield InMemorySaver()
-    elif scheme == "sqlite":
+        return
+    if retention is None or lock_url is None:
+        settings = Settings()
+        retention = retention or Retention.from_settings(settings)
+        lock_url = lock_url if lock_url is not None else settings.checkpoint_lock_url
+    if scheme == "sqlite":
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         path = sqlite_path(url)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         async with AsyncSqliteSaver.from_conn_string(path) as saver:
+            await saver.conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             await saver.setup()
             await saver.conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
             if path != ":memory:":
                 attach(saver, FileThreadLocks(Path(f"{path}.locks")))
-            yield saver
+            async with retain(saver, retention):
+                yield saver
     elif scheme in ("postgresql", "postgres"):
-        async with postgres_saver(url, pool_size) as saver:
+        async with postgres_saver(url, pool_size, lock_url or url) as saver, retain(saver, retention):
             yield saver
     else:
         raise ValueError(
@@ -61,33 +87,53 @@ async def open_checkpointer(url: str, *, pool_size: int = 10) -> AsyncIterator[B
 
 
 @asynccontextmanager
-async def postgres_saver(url: str, pool_size: int) -> AsyncIterator[BaseCheckpointSaver]:
-    """An ``AsyncPostgresSaver`` on a connection pool, set up once, with advisory thread locks."""
+async def postgres_saver(url: str, pool_size: int, lock_url: str) -> AsyncIterator[BaseCheckpointSaver]:
+    """An ``AsyncPostgresSaver`` on a connection pool, set up once, with advisory thread locks.
+
+    No prepared statements (``prepare_threshold=None``): a transaction pooler hands each
+    transaction to any server connection, where a statement prepared on another does not exist.
+    A lost connection costs one retried operation (``graph.pg_reconnect``). The thread locks
+    need a session, so they go to ``lock_url``.
+    """
     try:
-        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
+
+        from graph.pg_reconnect import ReconnectingPostgresSaver
     except ImportError as e:
         raise RuntimeError(
             "a postgresql:// checkpoint URL needs the postgres extra: "
             "pip install 'agent-ng[postgres]'"
         ) from e
 
-    connection = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    connection = {"autocommit": True, "prepare_threshold": None, "row_factory": dict_row}
     async with AsyncConnectionPool(url, min_size=1, max_size=pool_size, kwargs=connection, open=False) as pool:
-        saver = AsyncPostgresSaver(pool)
-        locks = PostgresThreadLocks(url)
+        saver = ReconnectingPostgresSaver(pool)
+        locks = PostgresThreadLocks(lock_url)
         try:
-            session = await locks.session()
-            await session.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK_KEY,))
-            try:
-                await saver.setup()
-            finally:
-                await session.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
+            await set_up(saver, await locks.session())
             attach(saver, locks)
             yield saver
         finally:
             await locks.close()
+
+
+async def set_up(saver: BaseCheckpointSaver, session: Any) -> None:
+    """Run the saver's migrations once, however many replicas start together.
+
+    The lock is a session lock taken with ``pg_try_advisory_lock``, and the others poll it:
+    the migrations' ``CREATE INDEX CONCURRENTLY`` waits for every transaction older than it,
+    so a replica blocked in ``pg_advisory_lock``, or a lock held by an open transaction, would
+    wait for the migrating replica while it waits for them, forever.
+    """
+    delay_s = 0.05
+    while not (await (await session.execute("SELECT pg_try_advisory_lock(%s)", (SETUP_LOCK_KEY,))).fetchone())[0]:
+        await asyncio.sleep(delay_s)
+        delay_s = min(delay_s * 2, 1.0)
+    try:
+        await saver.setup()
+    finally:
+        await session.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
 
 
 def sqlite_path(url: str) -> str:

@@ -7,6 +7,7 @@ Model: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``AGENT_MODEL``. Everything else
 ``AGENT_MEMORY_MAX_TOKENS``, ``AGENT_MEMORY_SUMMARY``, ``AGENT_CHECKPOINT_POOL_SIZE``.
 Tool engine: ``AGENT_TOOL_TIMEOUT_S``, ``AGENT_CACHE_URL``, ``AGENT_CACHE_TTL_S``,
 ``AGENT_CACHE_MAX_ENTRIES`` (defaults for tools whose ``ToolSpec`` leaves them unset).
+Storage: ``AGENT_RETENTION_*``, ``AGENT_CHECKPOINT_LOCK_URL``.
 """
 
 from __future__ import annotations
@@ -106,3 +107,14 @@ class Settings(BaseSettings):
         if not self.cache_url:
             self.cache_url = f"sqlite:///{self.data_dir / 'tool_engine.db'}"
         return self
+
+    # Checkpoint storage (graph/retention.py, graph/checkpoint.py): README "Guarantees: storage".
+    retention_keep_checkpoints: int = Field(default=20, ge=0)
+    """Newest checkpoints kept per thread by the background retention and ``agent-ng prune`` (0: all)."""
+    retention_thread_ttl_s: float = Field(default=0, ge=0)
+    """Threads idle (no new checkpoint) this long are deleted (0: never)."""
+    retention_interval_s: float = Field(default=300, gt=0)
+    """Seconds between background retention passes (one also runs when the checkpointer opens)."""
+    checkpoint_lock_url: str = ""
+    """A direct ``postgresql://`` URL for the thread locks when ``checkpoint_url`` goes through a
+    transaction pooler (PgBouncer): advisory locks need a session (default: ``checkpoint_url``)."""

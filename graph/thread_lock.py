@@ -23,7 +23,7 @@ import asyncio
 import fcntl
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any, AsyncContextManager
@@ -49,6 +49,8 @@ class ThreadLocks:
 
     def __init__(self) -> None:
         self._busy: set[str] = set()
+        self.released: list[Callable[[str], None]] = []
+        """Called with the thread id each time a hold ends (``graph.retention`` prunes then)."""
 
     @asynccontextmanager
     async def hold(self, thread_id: str) -> AsyncIterator[None]:
@@ -62,6 +64,8 @@ class ThreadLocks:
                 yield
             finally:
                 await self._release(thread_id)
+                for listener in self.released:
+                    listener(thread_id)
         finally:
             self._busy.discard(thread_id)
 

@@ -105,10 +105,10 @@ async def thread_ids(saver: BaseCheckpointSaver, limit: int | None = None) -> li
     if isinstance(saver, InMemorySaver):
         latest = {t: max(s.get("", {}) or [""]) for t, s in saver.storage.items() if s.get("")}
         ids = sorted(latest, key=latest.__getitem__, reverse=True)
-    elif type(saver).__name__ == "AsyncSqliteSaver":
+    elif "AsyncSqliteSaver" in (kinds := {cls.__name__ for cls in type(saver).__mro__}):
         async with saver.lock, saver.conn.execute(THREADS_SQL) as cursor:
             ids = [row[0] async for row in cursor]
-    elif type(saver).__name__ == "AsyncPostgresSaver":
+    elif "AsyncPostgresSaver" in kinds:
         from langgraph.checkpoint.postgres import _ainternal
 
         async with _ainternal.get_connection(saver.conn) as conn:
