@@ -146,7 +146,7 @@ def test_ctrl_c_keeps_the_finished_tool_and_the_next_question_works(tmp_path):
         guard.cancel()
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130
+    assert process.returncode == 130, f"the run was not stopped by SIGINT:\n{out}\n{err}"
     assert "(run ended: cancelled)" in out
 
     messages = asyncio.run(stored_messages(f"sqlite:///{tmp_path / 'checkpoints.db'}", "t-stop"))

@@ -72,7 +72,8 @@ async def test_list_show_fork_and_delete(checkpoint_url):
         await run(graph, {"messages": [HumanMessage("more?")]}, first)
 
         listed = {i.thread_id: i for i in await list_threads(graph, limit=None)}
-        assert (await thread_ids(saver))[:2] == [first, second], "most recently written first"
+        ours = [t for t in await thread_ids(saver) if t in (first, second)]
+        assert ours == [first, second], "most recently written first"
         assert listed[first].messages == 6 and listed[first].last_question == "more?"
         assert listed[first].status == "idle" and listed[second].messages == 2
 
