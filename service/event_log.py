@@ -94,12 +94,12 @@ class MemoryEventLog:
         last = int(after) if after and after.isdigit() else 0
         while True:
             changed = run.changed
-            for seq, data in list(run.events):
-                if seq > last:
-                    last = seq
-                    yield str(seq), data
-                    if data["type"] == END:
-                        return
+            while run.events and last < run.events[-1][0]:
+                seq, data = run.events[max(0, last + 1 - run.events[0][0])]
+                last = seq
+                yield str(seq), data
+                if data["type"] == END:
+                    return
             await changed.wait()
 
     async def close(self) -> None:
@@ -109,7 +109,7 @@ class MemoryEventLog:
         now = monotonic()
         for run_id in [
             r for r, run in self._runs.items()
-            if run.ended_at is not None and now - run.ended_at > self.retention_s
+            if run.ended_at is not None and now - run.ended_at >= self.retention_s
         ]:
             del self._runs[run_id]
 

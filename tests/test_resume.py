@@ -20,6 +20,7 @@ from redis import Redis
 
 from graph.settle import CANCELLED
 from service.app import create_app
+from service.event_log import MemoryEventLog, RedisEventLog
 from tests.live_server import serving
 from tests.scripted_model import Reply, ScriptedModel, calls
 from tests.sse import Frame, events
@@ -294,3 +295,58 @@ async def test_bad_resume_requests_get_a_clear_error_and_start_nothing(log_setti
     assert policy.status_code == 422
     assert policy.json()["detail"][0]["loc"] == ["body", "on_disconnect"]
     assert threads == [] and model.seen == []
+
+
+def start(run_id: str) -> dict:
+    return {"type": "run_start", "run_id": run_id}
+
+
+def end(run_id: str) -> dict:
+    return {"type": "run_end", "run_id": run_id, "status": "done"}
+
+
+async def test_the_memory_log_keeps_at_most_max_events_and_drops_a_run_after_its_retention():
+    log = MemoryEventLog(max_events=3, retention_s=0)
+    await log.open("r1", "t1")
+    for n in range(5):
+        await log.append("r1", {"type": "content", "n": n})
+    await log.append("r1", end("r1"))
+    kept = [(cursor, data.get("n")) async for cursor, data in log.read("r1")]
+    await log.open("r2", "t1")  # a later run: r1 ended more than 0 s ago
+
+    assert kept == [("4", 3), ("5", 4), ("6", None)], "the newest 3, cursors unchanged"
+    assert await log.thread_of("r1") is None and await log.thread_of("r2") == "t1"
+
+
+async def test_the_redis_log_trims_its_stream_and_expires_its_keys(redis_prefix):
+    log = RedisEventLog(REDIS_URL, prefix=redis_prefix, max_events=10, retention_s=60)
+    await log.open("r1", "t1")
+    await log.append("r1", start("r1"))
+    for n in range(500):
+        await log.append("r1", {"type": "content", "n": n})
+    await log.append("r1", end("r1"))
+    kept = [data async for _, data in log.read("r1")]
+    redis = Redis.from_url(REDIS_URL)
+    ttls = [redis.ttl(key) for key in redis.scan_iter(match=f"{redis_prefix}*")]
+    redis.close()
+    await log.close()
+
+    assert kept[-1]["type"] == "run_end" and len(kept) < 500, "trimmed (MAXLEN ~)"
+    assert [d["n"] for d in kept[:-1]] == list(range(500 - len(kept) + 1, 500))
+    assert len(ttls) == 2 and all(0 < ttl <= 60 for ttl in ttls)
+
+
+async def test_the_run_routes_need_the_api_key_when_one_is_set():
+    model = ScriptedModel(replies=[])
+    with serving(create_app(settings(api_key="s3cret"), model=model, tools=[])) as url:
+        async with client(url) as c:
+            run_id = uuid.uuid4()
+            refused = [
+                (await c.request(method, path, json={"input": "hi"})).status_code
+                for method, path in [
+                    ("POST", "/threads/t1/runs"),
+                    ("GET", f"/threads/t1/runs/{run_id}/stream"),
+                    ("POST", f"/threads/t1/runs/{run_id}/cancel"),
+                ]
+            ]
+    assert refused == [401, 401, 401] and model.seen == []
