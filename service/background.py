@@ -79,3 +79,5 @@ class BackgroundRuns:
             )
             await self.events.append(run_id, end.to_dict())
             log.info("run %s on thread %s cancelled", run_id, thread_id)
+        except Exception:  # the log failed (Redis gone): the run was stopped and settled
+            log.exception("run %s on thread %s stopped: its event log failed", run_id, thread_id)

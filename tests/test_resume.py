@@ -350,3 +350,36 @@ async def test_the_run_routes_need_the_api_key_when_one_is_set():
                 ]
             ]
     assert refused == [401, 401, 401] and model.seen == []
+
+
+async def test_a_run_whose_event_log_fails_is_stopped_and_settled_and_the_service_goes_on(
+    caplog,
+):
+    class BrokenLog(MemoryEventLog):
+        async def append(self, run_id: str, data: dict) -> str:
+            if data["type"] == "tool_start":
+                raise ConnectionError("log store gone")
+            return await super().append(run_id, data)
+
+    @tool
+    async def forever() -> str:
+        """Runs until cancelled."""
+        await asyncio.Event().wait()
+
+    model = ScriptedModel(replies=[calls(("forever", {})), Reply(text="next answer")])
+    app = create_app(settings(), model=model, tools=[forever])
+    with serving(app) as url:
+        app.state.runs.events = BrokenLog()
+        async with client(url) as c, asyncio.timeout(GUARD_S):
+            run_id = (await c.post("/threads/t1/runs", json={"input": "go"})).json()["run_id"]
+            while app.state.runs.running(run_id):  # bounded by the timeout
+                await asyncio.sleep(0.01)
+            thread = (await c.get("/threads/t1")).json()
+            app.state.runs.events = MemoryEventLog()
+            async with c.stream("POST", "/threads/t1/runs/stream", json={"input": "next"}) as r:
+                next_run = await read(r)()
+
+    assert [m["role"] for m in thread["messages"]] == ["user", "assistant", "tool"]
+    assert thread["messages"][-1]["content"] == CANCELLED and thread["next"] == []
+    assert next_run[-1].data["status"] == "done"
+    assert "its event log failed" in caplog.text and "log store gone" in caplog.text
