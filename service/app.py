@@ -75,6 +75,7 @@ def create_app(
             app.state.agent = agent
             app.state.runner = Runner(agent.graph, app.state.metrics)
             app.state.runs = BackgroundRuns(app.state.runner, event_log(settings))
+            await app.state.runs.listen()
             try:
                 yield
             finally:

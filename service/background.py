@@ -3,14 +3,16 @@
 Every run the service streams is started here, so its events outlive the connection that
 asked for it: the client reads them back from the log (``service.event_log``), and so can a
 client that joins later or reconnects. A run is cancelled by ``cancel`` (the cancel route, or
-a streaming client that went away with ``on_disconnect="cancel"``); it then settles as any stop
-does (``service.runner``) and its log ends with ``run_end`` status ``cancelled``.
+a streaming client that went away with ``on_disconnect="cancel"``), or by another replica's
+cancel route through the log (``listen``); it then settles as any stop does
+(``service.runner``) and its log ends with ``run_end`` status ``cancelled``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,17 @@ class BackgroundRuns:
     runner: Runner
     events: EventLog
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _listener: asyncio.Task[None] | None = None
+
+    async def listen(self) -> None:
+        """Cancel the runs of this replica that another replica is asked to cancel."""
+        requests = await self.events.cancel_requests()
+        self._listener = asyncio.create_task(self._cancel_each(requests))
+
+    async def _cancel_each(self, requests: AsyncIterator[str]) -> None:
+        async with aclosing(requests):
+            async for run_id in requests:
+                self.cancel_soon(run_id)
 
     async def start(
         self, thread_id: str, question: str, run_config: dict[str, Any] | None = None
@@ -59,6 +72,9 @@ class BackgroundRuns:
             task.cancel()
 
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.wait([self._listener])
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)

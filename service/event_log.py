@@ -39,6 +39,15 @@ class EventLog(Protocol):
     def read(self, run_id: str, after: str | None = None) -> AsyncIterator[Entry]:
         """The run's events after ``after`` (all when ``None``), then the live ones, to ``run_end``."""
 
+    async def ended(self, run_id: str) -> bool:
+        """Whether the run's ``run_end`` is in the log."""
+
+    async def ask_cancel(self, run_id: str) -> None:
+        """Ask the replica running ``run_id`` to cancel it."""
+
+    async def cancel_requests(self) -> AsyncIterator[str]:
+        """Subscribe (before returning) to the runs other replicas ask to cancel."""
+
     async def close(self) -> None: ...
 
 
@@ -50,6 +59,12 @@ def parse_event_id(value: str) -> tuple[str, str] | None:
     """``(run_id, cursor)`` from an SSE id, or ``None`` when it is not one of ours."""
     run_id, sep, cursor = value.strip().partition(":")
     return (run_id, cursor) if sep and run_id and cursor else None
+
+
+async def no_requests() -> AsyncIterator[str]:
+    """One process has no other replica to ask."""
+    for run_id in ():
+        yield run_id
 
 
 @dataclass
@@ -101,6 +116,16 @@ class MemoryEventLog:
                 if data["type"] == END:
                     return
             await changed.wait()
+
+    async def ended(self, run_id: str) -> bool:
+        run = self._runs.get(run_id)
+        return run is not None and run.ended_at is not None
+
+    async def ask_cancel(self, run_id: str) -> None:
+        """Nothing to ask: in one process a run is cancelled where it runs."""
+
+    async def cancel_requests(self) -> AsyncIterator[str]:
+        return no_requests()
 
     async def close(self) -> None:
         self._runs.clear()
@@ -168,6 +193,31 @@ class RedisEventLog:
                 yield cursor, data
                 if data["type"] == END:
                     return
+
+    async def ended(self, run_id: str) -> bool:
+        last = await self._redis.xrevrange(self._events(run_id), count=1)
+        return bool(last) and json.loads(last[0][1]["event"])["type"] == END
+
+    async def ask_cancel(self, run_id: str) -> None:
+        await self._redis.publish(self._cancels, run_id)
+
+    async def cancel_requests(self) -> AsyncIterator[str]:
+        pubsub = self._redis.pubsub()
+        await pubsub.subscribe(self._cancels)
+        return self._messages(pubsub)
+
+    @staticmethod
+    async def _messages(pubsub: Any) -> AsyncIterator[str]:
+        try:
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    yield message["data"]
+        finally:
+            await pubsub.aclose()
+
+    @property
+    def _cancels(self) -> str:
+        return f"{self.prefix}cancel"
 
     async def close(self) -> None:
         await self._redis.aclose()

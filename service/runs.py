@@ -12,7 +12,7 @@ an ``id`` (``<run_id>:<cursor>``, increasing within the run)::
 | ``POST /threads/{id}/runs/stream`` | ask and stream; with ``Last-Event-ID``, resume that run instead |
 | ``POST /threads/{id}/runs`` | ask in the background: ``{"run_id", "thread_id"}`` at once |
 | ``GET /threads/{id}/runs/{run_id}/stream`` | the run's events from its start (or after ``Last-Event-ID``), then live, to ``run_end`` |
-| ``POST /threads/{id}/runs/{run_id}/cancel`` | cancel; returns once the run has settled |
+| ``POST /threads/{id}/runs/{run_id}/cancel`` | cancel: 200 once settled, or 202 when the run is on another replica |
 
 Every run is a task writing to the event log (``service.background``); a stream reads the log,
 so a reconnect gets exactly the events it missed. A streaming client that goes away cancels
@@ -27,6 +27,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service.background import BackgroundRuns
@@ -92,12 +93,16 @@ async def join_run(
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel", summary="Cancel a run")
-async def cancel_run(thread_id: ThreadId, run_id: str, request: Request) -> dict[str, str]:
+async def cancel_run(thread_id: ThreadId, run_id: str, request: Request) -> JSONResponse:
+    """200 once a run of this replica has settled; 202 when another replica is asked to."""
     runs: BackgroundRuns = request.app.state.runs
     await known(runs, thread_id, run_id)
-    if not await runs.cancel(run_id):
-        raise HTTPException(409, f"run {run_id} is not running in this process (it has ended)")
-    return {"run_id": run_id, "status": "cancelled"}
+    if await runs.cancel(run_id):
+        return JSONResponse({"run_id": run_id, "status": "cancelled"})
+    if await runs.events.ended(run_id):
+        raise HTTPException(409, f"run {run_id} has ended")
+    await runs.events.ask_cancel(run_id)
+    return JSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
 
 
 async def start(runs: BackgroundRuns, request: Request, thread_id: str, body: RunRequest) -> str:

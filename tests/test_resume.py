@@ -383,3 +383,28 @@ async def test_a_run_whose_event_log_fails_is_stopped_and_settled_and_the_servic
     assert thread["messages"][-1]["content"] == CANCELLED and thread["next"] == []
     assert next_run[-1].data["status"] == "done"
     assert "its event log failed" in caplog.text and "log store gone" in caplog.text
+
+
+async def test_a_cancel_sent_to_another_replica_reaches_the_run_through_redis(redis_prefix):
+    @tool
+    async def forever() -> str:
+        """Runs until cancelled."""
+        await asyncio.Event().wait()
+
+    shared = settings(redis_url=REDIS_URL, redis_prefix=redis_prefix)
+    owner = create_app(shared, model=ScriptedModel(replies=[calls(("forever", {}))]), tools=[forever])
+    other = create_app(shared, model=ScriptedModel(replies=[]), tools=[])
+    with serving(owner) as owner_url, serving(other) as other_url:
+        async with client(owner_url) as one, client(other_url) as two, asyncio.timeout(GUARD_S):
+            run_id = (await one.post("/threads/t1/runs", json={"input": "go"})).json()["run_id"]
+            async with two.stream("GET", f"/threads/t1/runs/{run_id}/stream") as r:
+                got = await read(r)(until="tool_start")
+                asked = await two.post(f"/threads/t1/runs/{run_id}/cancel")
+                got += await read(r)()
+            again = await two.post(f"/threads/t1/runs/{run_id}/cancel")
+            thread = (await one.get("/threads/t1")).json()
+
+    assert asked.status_code == 202 and asked.json()["status"] == "cancelling"
+    assert got[-1].data["type"] == "run_end" and got[-1].data["status"] == "cancelled"
+    assert again.status_code == 409 and "has ended" in again.json()["detail"]
+    assert thread["messages"][-1]["content"] == CANCELLED and thread["next"] == []
