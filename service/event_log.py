@@ -7,7 +7,8 @@ its start or from a cursor, then follow it live until ``run_end``. A reader's SS
 - ``MemoryEventLog`` (default): in this process; a run's events are capped at ``max_events``
   and a finished run is dropped ``retention_s`` after its end.
 - ``RedisEventLog`` (``AGENT_REDIS_URL``): a Redis stream per run (``XADD ... MAXLEN ~``, a key
-  TTL, ``XREAD BLOCK`` for the live tail), so any replica can serve the reconnect.
+  TTL, ``XREAD BLOCK`` for the live tail), so any replica can serve the reconnect; a cancel
+  asked of one replica reaches the replica running the run by pub/sub.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class EventLog(Protocol):
         """The run's thread, or ``None`` when the log does not hold the run (unknown or expired)."""
 
     def read(self, run_id: str, after: str | None = None) -> AsyncIterator[Entry]:
-        """The run's events after ``after`` (all when ``None``), then the live ones, to ``run_end``."""
+        """The run's events after ``after`` (all when ``None``), then live ones, to ``run_end``."""
 
     async def ended(self, run_id: str) -> bool:
         """Whether the run's ``run_end`` is in the log."""

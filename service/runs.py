@@ -9,10 +9,10 @@ an ``id`` (``<run_id>:<cursor>``, increasing within the run)::
 
 | route | what |
 | --- | --- |
-| ``POST /threads/{id}/runs/stream`` | ask and stream; with ``Last-Event-ID``, resume that run instead |
+| ``POST /threads/{id}/runs/stream`` | ask and stream; with ``Last-Event-ID``, resume that run |
 | ``POST /threads/{id}/runs`` | ask in the background: ``{"run_id", "thread_id"}`` at once |
-| ``GET /threads/{id}/runs/{run_id}/stream`` | the run's events from its start (or after ``Last-Event-ID``), then live, to ``run_end`` |
-| ``POST /threads/{id}/runs/{run_id}/cancel`` | cancel: 200 once settled, or 202 when the run is on another replica |
+| ``GET /threads/{id}/runs/{run_id}/stream`` | join: from the start (or ``Last-Event-ID``), live |
+| ``POST /threads/{id}/runs/{run_id}/cancel`` | cancel: 200 once settled, 202 if on another replica |
 
 Every run is a task writing to the event log (``service.background``); a stream reads the log,
 so a reconnect gets exactly the events it missed. A streaming client that goes away cancels
@@ -59,9 +59,8 @@ async def stream_run(
         if body.on_disconnect == "cancel":
             runs.cancel_soon(run_id)
 
-    return EventSourceResponse(
-        sse_events(run_id, runs.events.read(run_id, after), on_lost=lost), ping=settings.sse_ping_s
-    )
+    entries = runs.events.read(run_id, after)
+    return EventSourceResponse(sse_events(run_id, entries, on_lost=lost), ping=settings.sse_ping_s)
 
 
 @router.post("/threads/{thread_id}/runs", status_code=202, summary="Start a run in the background")

@@ -31,4 +31,5 @@ class ServiceSettings(Settings):
     run_log_max_events: int = Field(default=10_000, ge=1)
     """Events kept per run for reconnects (Redis trims approximately)."""
     run_log_retention_s: float = Field(default=600.0, gt=0)
-    """Seconds a run's events stay joinable (after its end in memory; since its last event in Redis)."""
+    """Seconds a run's events stay joinable (in memory after its end; in Redis after its last
+    event)."""
