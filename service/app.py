@@ -10,6 +10,9 @@ stats from the store, concurrency groups) to the service's own run counters.
 | route | what |
 | --- | --- |
 | ``POST /threads/{id}/runs/stream`` | ask on a thread; SSE, one event per ``AgentEvent`` |
+| ``POST /threads/{id}/runs`` | start a run in the background; ``{"run_id"}`` |
+| ``GET /threads/{id}/runs/{run_id}/stream`` | join a run (after ``Last-Event-ID`` if given) |
+| ``POST /threads/{id}/runs/{run_id}/cancel`` | cancel a run |
 | ``POST /agui`` | the same run in the AG-UI protocol |
 | ``GET /threads``, ``GET /threads/{id}``, ``GET /threads/{id}/history``, ``DELETE /threads/{id}`` | threads |
 | ``GET /healthz`` | liveness, never needs the key |
@@ -44,6 +47,8 @@ from service.inputs import limit_body
 from nodes.tool_stats import ToolStatsCollector, tool_stats
 from service.metrics import GroupLimitsCollector, Metrics
 from service.runner import Runner
+from service.background import BackgroundRuns
+from service.event_log import EventLog, MemoryEventLog, RedisEventLog
 from service.settings import ServiceSettings
 
 STATIC = Path(__file__).parent / "static"
@@ -69,7 +74,13 @@ def create_app(
         async with open_agent(settings, model, tools) as agent:
             app.state.agent = agent
             app.state.runner = Runner(agent.graph, app.state.metrics)
-            yield
+            app.state.runs = BackgroundRuns(app.state.runner, event_log(settings))
+            await app.state.runs.listen()
+            try:
+                yield
+            finally:
+                await app.state.runs.close()
+                await app.state.runs.events.close()
 
     app = FastAPI(title="agent-ng", lifespan=lifespan)
     app.add_exception_handler(UnfinishedRunError, unfinished_run)
@@ -98,6 +109,17 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def event_log(settings: ServiceSettings) -> EventLog:
+    if settings.redis_url:
+        return RedisEventLog(
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            max_events=settings.run_log_max_events,
+            retention_s=settings.run_log_retention_s,
+        )
+    return MemoryEventLog(settings.run_log_max_events, settings.run_log_retention_s)
 
 
 async def unfinished_run(request: Request, error: Exception) -> JSONResponse:

@@ -7,7 +7,7 @@ client reads every rejection the same way.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 from fastapi import HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +42,11 @@ class RunRequest(BaseModel):
 
     input: str = Field(description="The question, as the user typed it.")
     config: RunConfig = Field(default_factory=RunConfig)
+    on_disconnect: Literal["cancel", "continue"] = Field(
+        default="cancel",
+        description="What a lost streaming client does to its run: cancel it, or leave it "
+        "going so it can be joined again.",
+    )
 
 
 def invalid(loc: tuple[str | int, ...], msg: str, type_: str = "value_error") -> NoReturn:

@@ -83,7 +83,7 @@ class Runner:
             try:
                 await self.ready(thread_id)
             except UnfinishedRunError as e:  # the run ahead of this one left it waiting
-                run_id = str(uuid4())
+                run_id = str(config.get("run_id") or uuid4())
                 yield AgentEvent("run_start", run_id, thread_id, 0.0, input=question)
                 end = AgentEvent("run_end", run_id, thread_id, 0.0, status="error", error=str(e))
                 self.metrics.observe(end)

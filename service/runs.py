@@ -1,26 +1,38 @@
-"""``POST /threads/{thread_id}/runs/stream``: a run as Server-Sent Events, one per ``AgentEvent``.
+"""Runs over HTTP: streamed as Server-Sent Events, started in the background, joined, cancelled.
 
-Each SSE event is named after the event's type and carries its JSON (``AgentEvent.to_dict``)::
+Each SSE event is named after the event's type, carries its JSON (``AgentEvent.to_dict``) and
+an ``id`` (``<run_id>:<cursor>``, increasing within the run)::
 
+    id: 0b6f...:7
     event: tool_progress
     data: {"type": "tool_progress", "run_id": "...", "tool_call_id": "call_1", "progress": 0.5, ...}
 
-An idle stream gets a keep-alive comment every ``AGENT_SSE_PING_S`` seconds. Closing the
-connection cancels the run; the thread stays valid (see ``service.runner``). A question on a
-thread whose calls wait for approval gets 409 and changes nothing.
+| route | what |
+| --- | --- |
+| ``POST /threads/{id}/runs/stream`` | ask and stream; with ``Last-Event-ID``, resume that run |
+| ``POST /threads/{id}/runs`` | ask in the background: ``{"run_id", "thread_id"}`` at once |
+| ``GET /threads/{id}/runs/{run_id}/stream`` | join: from the start (or ``Last-Event-ID``), live |
+| ``POST /threads/{id}/runs/{run_id}/cancel`` | cancel: 200 once settled, 202 if on another replica |
+
+Every run is a task writing to the event log (``service.background``); a stream reads the log,
+so a reconnect gets exactly the events it missed. A streaming client that goes away cancels
+its run (``on_disconnect: "cancel"``, the default) or leaves it going (``"continue"``). An idle
+stream gets a keep-alive comment every ``AGENT_SSE_PING_S`` seconds. A question on a thread
+whose calls wait for approval gets 409 and changes nothing.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from graph.events import AgentEvent
-from service.inputs import RunRequest, ThreadId, check_question
+from service.background import BackgroundRuns
+from service.event_log import END, Entry, event_id, parse_event_id
+from service.inputs import RunRequest, ThreadId, check_question, invalid
 
 router = APIRouter()
 
@@ -29,20 +41,103 @@ router = APIRouter()
     "/threads/{thread_id}/runs/stream", summary="Ask a question, streaming the run's events"
 )
 async def stream_run(
-    thread_id: ThreadId, body: RunRequest, request: Request
+    thread_id: ThreadId,
+    body: RunRequest,
+    request: Request,
+    last_event_id: str | None = Header(default=None),
 ) -> EventSourceResponse:
     settings = request.app.state.settings
     check_question(body.input, settings, loc=("body", "input"))
+    runs: BackgroundRuns = request.app.state.runs
+    if last_event_id is not None:
+        run_id, after = await joined(runs, thread_id, last_event_id)
+    else:
+        after = None
+        run_id = await start(runs, request, thread_id, body)
+
+    def lost() -> None:
+        if body.on_disconnect == "cancel":
+            runs.cancel_soon(run_id)
+
+    entries = runs.events.read(run_id, after)
+    return EventSourceResponse(sse_events(run_id, entries, on_lost=lost), ping=settings.sse_ping_s)
+
+
+@router.post("/threads/{thread_id}/runs", status_code=202, summary="Start a run in the background")
+async def start_run(thread_id: ThreadId, body: RunRequest, request: Request) -> dict[str, str]:
+    check_question(body.input, request.app.state.settings, loc=("body", "input"))
+    run_id = await start(request.app.state.runs, request, thread_id, body)
+    return {"run_id": run_id, "thread_id": thread_id}
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/stream", summary="Join a run's event stream")
+async def join_run(
+    thread_id: ThreadId,
+    run_id: str,
+    request: Request,
+    last_event_id: str | None = Header(default=None),
+) -> EventSourceResponse:
+    runs: BackgroundRuns = request.app.state.runs
+    after = None
+    if last_event_id is not None:
+        given, after = await joined(runs, thread_id, last_event_id)
+        if given != run_id:
+            invalid(("header", "last-event-id"), f"the event id is of run {given}, not {run_id}")
+    else:
+        await known(runs, thread_id, run_id)
+    return EventSourceResponse(
+        sse_events(run_id, runs.events.read(run_id, after)),
+        ping=request.app.state.settings.sse_ping_s,
+    )
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel", summary="Cancel a run")
+async def cancel_run(thread_id: ThreadId, run_id: str, request: Request) -> JSONResponse:
+    """200 once a run of this replica has settled; 202 when another replica is asked to."""
+    runs: BackgroundRuns = request.app.state.runs
+    await known(runs, thread_id, run_id)
+    if await runs.cancel(run_id):
+        return JSONResponse({"run_id": run_id, "status": "cancelled"})
+    if await runs.events.ended(run_id):
+        raise HTTPException(409, f"run {run_id} has ended")
+    await runs.events.ask_cancel(run_id)
+    return JSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
+
+
+async def start(runs: BackgroundRuns, request: Request, thread_id: str, body: RunRequest) -> str:
     runner = request.app.state.runner
     if not runner.busy(thread_id):  # a run ahead of this one is checked when it ends
         await runner.ready(thread_id)
-    events = runner.events(thread_id, body.input, body.config.to_config())
-    return EventSourceResponse(sse_events(events), ping=settings.sse_ping_s)
+    return await runs.start(thread_id, body.input, body.config.to_config())
 
 
-async def sse_events(events: AsyncIterator[AgentEvent]) -> AsyncIterator[ServerSentEvent]:
-    async with aclosing(events):
-        async for event in events:
+async def known(runs: BackgroundRuns, thread_id: str, run_id: str) -> None:
+    if await runs.events.thread_of(run_id) != thread_id:
+        raise HTTPException(404, f"no run {run_id} on thread {thread_id} (unknown or expired)")
+
+
+async def joined(runs: BackgroundRuns, thread_id: str, last_event_id: str) -> tuple[str, str]:
+    """The run and cursor a ``Last-Event-ID`` points at, checked to be a run of ``thread_id``."""
+    parsed = parse_event_id(last_event_id)
+    if parsed is None:
+        invalid(("header", "last-event-id"), "not an event id of this service (<run_id>:<cursor>)")
+    await known(runs, thread_id, parsed[0])
+    return parsed
+
+
+async def sse_events(
+    run_id: str, entries: AsyncIterator[Entry], on_lost: Callable[[], None] = lambda: None
+) -> AsyncIterator[ServerSentEvent]:
+    ended = False
+    try:
+        async for cursor, data in entries:
+            ended = data["type"] == END
             yield ServerSentEvent(
-                data=json.dumps(event.to_dict(), default=str, ensure_ascii=False), event=event.type
+                data=json.dumps(data, default=str, ensure_ascii=False),
+                event=data["type"],
+                id=event_id(run_id, cursor),
             )
+    finally:
+        await entries.aclose()
+        if not ended:
+            on_lost()

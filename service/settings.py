@@ -22,3 +22,14 @@ class ServiceSettings(Settings):
     """Largest request body (by ``Content-Length``); larger ones get a 413 before parsing."""
     sse_ping_s: float = Field(default=15.0, gt=0)
     """Seconds between keep-alive comments on an idle event stream."""
+
+    redis_url: str | None = None
+    """``AGENT_REDIS_URL``: keep run event logs in Redis Streams, so any replica can serve a
+    reconnect; unset keeps them in this process."""
+    redis_prefix: str = "agent-ng:"
+    """Prefix of the service's Redis keys."""
+    run_log_max_events: int = Field(default=10_000, ge=1)
+    """Events kept per run for reconnects (Redis trims approximately)."""
+    run_log_retention_s: float = Field(default=600.0, gt=0)
+    """Seconds a run's events stay joinable (in memory after its end; in Redis after its last
+    event)."""

@@ -131,6 +131,9 @@ def test_ctrl_c_keeps_the_finished_tool_and_the_next_question_works(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "ask", question, "--thread", "t-stop"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell that started the tests in the background left SIGINT ignored, and Python keeps
+        # an ignored SIGINT ignored; give the child the default a person's terminal gives it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     guard = threading.Timer(60, process.kill)  # a hang fails the test instead of blocking it
     guard.start()
