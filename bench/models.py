@@ -1,8 +1,8 @@
 """Fake chat models for the benchmarks: no network, as fast as the interface allows.
 
 ``TokenModel`` streams ``tokens`` chunks with no pause (the cost measured is everything around
-the model); ``first_delay_s`` makes the first chunk wait, simulating a model's latency (the only
-sleeps are here, in bench/). ``ToolTurnModel`` asks for ``calls`` tool calls in its first turn
+the model); ``first_delay_s`` makes the first chunk wait, simulating a model's latency, and
+``interval_s`` paces the rest, a model's generation speed (the only sleeps are here, in bench/). ``ToolTurnModel`` asks for ``calls`` tool calls in its first turn
 and answers once the results are in, the shape of one parallel-tools turn. Both accept
 ``bind_tools`` so our graph and langchain's ``create_agent`` drive the same model.
 """
@@ -37,6 +37,8 @@ class TokenModel(_AsyncOnly):
 
     tokens: int = 1000
     first_delay_s: float = 0.0
+    interval_s: float = 0.0
+    """Pause between chunks: a model producing 1 / interval_s tokens per second."""
 
     @property
     def _llm_type(self) -> str:
@@ -47,7 +49,9 @@ class TokenModel(_AsyncOnly):
     ) -> AsyncIterator[ChatGenerationChunk]:
         if self.first_delay_s:
             await asyncio.sleep(self.first_delay_s)
-        for _ in range(self.tokens):
+        for n in range(self.tokens):
+            if self.interval_s and n:
+                await asyncio.sleep(self.interval_s)
             yield ChatGenerationChunk(message=AIMessageChunk(content="tok "))
         yield ChatGenerationChunk(
             message=AIMessageChunk(content="", chunk_position="last", usage_metadata=USAGE)

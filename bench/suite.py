@@ -18,8 +18,7 @@ from rich.console import Console
 from bench.measure import RESULTS_DIR, Result, save
 from bench.report import show, update_readme
 
-MODULES = ("streaming", "first_token", "parallel", "checkpoints", "memory")
-"""Still to come: ``service`` (load on ``agent-ng serve``) and ``eta`` (ETA accuracy)."""
+MODULES = ("streaming", "first_token", "parallel", "checkpoints", "memory", "eta", "service")
 
 
 def module(name: str) -> ModuleType:

@@ -23,6 +23,8 @@ DATA_KEYS = {
     "parallel": {"ns", "limits", "rows"},
     "checkpoints": {"savers", "per_step_ms", "load_ms", "resume_ms", "thread_bytes", "state_bytes"},
     "memory": {"runs", "py_per_run_kb", "rss_per_run_kb", "checkpointed"},
+    "eta": {"seed", "calls", "estimators", "samples"},
+    "service": {"rate", "tokens", "levels", "rows", "idle_rss_mb"},
 }
 
 
@@ -99,3 +101,21 @@ def test_readme_block_is_replaced_not_duplicated_and_plots_copied_beside_it(tmp_
     assert second.machine["cpu"] in markdown(second)
     assert "![demo](demo.png)" in text
     assert (tmp_path / "demo.png").read_bytes() == b"\x89PNG fake"
+
+
+def test_eta_scores_the_start_estimate_and_each_progress_report(smoke):
+    data = smoke[1]["eta"].data
+    assert data["calls"] == 20 and len(data["samples"]) == 20
+    estimators = data["estimators"]
+    assert "tool_start (history median)" in estimators
+    for fraction in ("25%", "50%", "75%"):
+        assert f"progress {fraction}, blend (reported)" in estimators
+    assert all(e["n"] > 0 and e["mae_ms"] >= 0 and e["relative"] >= 0 for e in estimators.values())
+    assert all(len(s["reports"]) == 3 and s["actual_s"] > 0 for s in data["samples"])
+
+
+def test_service_streams_all_came_back_whole(smoke):
+    rows = smoke[1]["service"].data["rows"]
+    assert [r["k"] for r in rows] == [5]
+    assert rows[0]["errors"] == 0, rows[0]["error_kinds"]
+    assert rows[0]["server_cpu_s"] > 0 and rows[0]["server_rss_peak_mb"] > 0

@@ -1,0 +1,33 @@
+"""The service under load, in its own process: ``python -m bench.service_server TOKENS RATE``.
+
+The app ``agent-ng serve`` runs (``service.app.create_app``, one uvicorn worker, in-memory
+saver and tool store) over the bench's paced model instead of a real one. It binds a free
+loopback port itself and prints it on one line, so the benchmark can read it without a race,
+then serves until terminated. Its own process, so its CPU and memory are the server's alone.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import uvicorn
+
+from bench.models import TokenModel
+from service.app import create_app
+from service.settings import ServiceSettings
+
+
+def main(tokens: int, rate: float) -> None:
+    settings = ServiceSettings(checkpoint_url="memory://", cache_url="memory://", system_prompt="")
+    model = TokenModel(tokens=tokens, interval_s=1 / rate)
+    app = create_app(settings, model=model, tools=[])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    print(sock.getsockname()[1], flush=True)
+    config = uvicorn.Config(app, log_level="warning", backlog=4096, timeout_graceful_shutdown=2)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), float(sys.argv[2]))
