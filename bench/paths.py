@@ -2,17 +2,24 @@
 
 Used by the streaming and first-token benchmarks: the raw model, a bare one-node LangGraph
 graph, langchain's ``create_agent``, and our graph read three ways (messages mode,
-``astream_events`` v2, our ``AgentEvent`` stream). Each path returns how many text chunks it
+``astream_events`` v2, our ``AgentEvent`` stream), and our SSE endpoint read over HTTP
+(``sse_path``, which needs a server started and stopped around it). Each path returns how many text chunks it
 saw and when the first one arrived (``perf_counter`` seconds), so both benchmarks read the same
 code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from time import perf_counter
 from typing import Any
 
+import httpx
+import uvicorn
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -27,6 +34,7 @@ Reader = Callable[[], Awaitable[tuple[int, float | None]]]
 """Read one whole answer; return (text chunks seen, perf_counter of the first)."""
 
 QUESTION = "go"
+STARTUP_GUARD_S = 30
 
 
 def bench_settings(**overrides: Any) -> Settings:
@@ -116,3 +124,49 @@ def paths(
         "ours, astream_events v2": ours_astream_events,
         "ours, AgentEvent stream": ours_agent_events,
     }
+
+
+SSE = "ours, SSE read by httpx"
+
+
+@asynccontextmanager
+async def sse_path(model: BaseChatModel) -> AsyncIterator[Reader]:
+    """Our SSE endpoint over ``model``, served by uvicorn on a free 127.0.0.1 port in this
+    event loop and read by an httpx client: the whole path to a browser, both ends in this
+    process (so its CPU time is the server's and the client's together)."""
+    from service.app import create_app
+    from service.settings import ServiceSettings
+
+    settings = ServiceSettings(checkpoint_url="memory://", cache_url="memory://", system_prompt="")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, model=model, tools=[]), log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(STARTUP_GUARD_S):
+            while not server.started:
+                if serving.done():
+                    serving.result()
+                await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(timeout=STARTUP_GUARD_S) as client:
+
+            async def read() -> tuple[int, float | None]:
+                n, first = 0, None
+                async with client.stream(
+                    "POST", f"{base}/threads/{uuid.uuid4()}/runs/stream", json={"input": QUESTION}
+                ) as response:
+                    response.raise_for_status()
+                    async for line in response.aiter_lines():
+                        if line == "event: content":
+                            n += 1
+                            first = first or perf_counter()
+                return n, first
+
+            yield read
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()

@@ -1,7 +1,8 @@
 """Benchmark 1: what streaming costs per token, on each path, under each GC setting.
 
 A model streams N chunks as fast as it can (``TokenModel``, no sleeps); each path reads the
-whole answer. Reported: microseconds per token (wall and CPU) and the difference to the raw
+whole answer, the last one through our SSE endpoint over loopback HTTP (server and client both
+in this process, so its CPU is both ends'). Reported: microseconds per token (wall and CPU) and the difference to the raw
 ``model.astream``. The bar (shared/notes/performance.md): our ``AgentEvent`` stream adds at
 most 6 us per token over raw. Swept over 1,000..10,000 tokens and four collector settings,
 because LangChain's per-token cost grows with long answers when the collector is on.
@@ -10,12 +11,13 @@ because LangChain's per-token cost grows with long answers when the collector is
 from __future__ import annotations
 
 import gc
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from bench.measure import Result, Table, Timing, median, timed
 from bench.models import TokenModel
-from bench.paths import paths
+from bench.paths import SSE, paths, sse_path
 
 NAME = "streaming"
 RAW = "raw model.astream"
@@ -57,9 +59,16 @@ def set_gc(mode: str) -> None:
 
 
 async def run(size: str = "full") -> Result:
-    spec = SIZES[size]
-    models = {n: TokenModel(tokens=n) for n in spec.tokens}
-    sides = {n: paths(models[n]) for n in spec.tokens}
+    async with AsyncExitStack() as servers:
+        spec = SIZES[size]
+        models = {n: TokenModel(tokens=n) for n in spec.tokens}
+        sides = {n: paths(models[n]) for n in spec.tokens}
+        for n in spec.tokens:
+            sides[n][SSE] = await servers.enter_async_context(sse_path(models[n]))
+        return await measure(spec, size, sides)
+
+
+async def measure(spec: Size, size: str, sides: dict[int, dict]) -> Result:
     names = list(sides[spec.tokens[0]])
     for n in spec.tokens:
         for read in sides[n].values():

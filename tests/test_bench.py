@@ -119,3 +119,9 @@ def test_service_streams_all_came_back_whole(smoke):
     assert [r["k"] for r in rows] == [5]
     assert rows[0]["errors"] == 0, rows[0]["error_kinds"]
     assert rows[0]["server_cpu_s"] > 0 and rows[0]["server_rss_peak_mb"] > 0
+
+
+def test_streaming_reads_our_sse_endpoint_to_the_last_token(smoke):
+    data = smoke[1]["streaming"].data
+    assert "ours, SSE read by httpx" in data["paths"]
+    assert data["chunks_seen"]["ours, SSE read by httpx@50"] == 50
