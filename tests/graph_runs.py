@@ -6,12 +6,29 @@ import asyncio
 from collections import defaultdict
 
 from langchain_core.messages import HumanMessage, ToolMessage
+from langchain_core.tools import BaseTool, tool
 
 from graph.events import AgentEvent, stream
 from graph.settings import Settings
 
 GUARD_S = 10
 """Bound on any wait that would hang if the claim under test were false."""
+
+
+def until_cancelled(cancelled: list[str]) -> BaseTool:
+    """A tool ``forever`` that runs until its call is cancelled, and notes that in ``cancelled``."""
+
+    @tool
+    async def forever() -> str:
+        """Runs until cancelled."""
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append("forever")
+            raise
+        return "unreachable"
+
+    return forever
 
 
 def settings(**overrides) -> Settings:

@@ -18,6 +18,7 @@ from graph.offline import OfflineChatModel
 from service.agui import AguiTranslation
 from service.app import create_app
 from service.settings import ServiceSettings
+from tests.graph_runs import until_cancelled
 from tests.live_server import serving
 from tests.scripted_model import Reply, ScriptedModel
 from tools import progress
@@ -155,14 +156,7 @@ async def test_a_thread_continues_across_runs_and_a_failed_run_ends_in_run_error
 async def test_a_client_that_goes_away_cancels_the_run_and_the_thread_stays_valid():
     cancelled = []
 
-    @tool
-    async def forever() -> str:
-        """Runs until cancelled."""
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.append("forever")
-            raise
+    forever = until_cancelled(cancelled)
 
     model = ScriptedModel(replies=[Reply(tool_calls=[("forever", {})]), Reply(text="back")])
     with serving(create_app(settings(), model=model, tools=[forever])) as url:

@@ -21,6 +21,7 @@ from redis import Redis
 from graph.settle import CANCELLED
 from service.app import create_app
 from service.event_log import MemoryEventLog, RedisEventLog
+from tests.graph_runs import until_cancelled
 from tests.live_server import serving
 from tests.scripted_model import Reply, ScriptedModel, calls
 from tests.sse import Frame, events
@@ -212,14 +213,7 @@ async def test_continue_leaves_the_run_going_after_the_client_goes_away():
 async def test_the_cancel_route_stops_a_run_which_settles_and_ends_cancelled():
     cancelled = []
 
-    @tool
-    async def forever() -> str:
-        """Runs until cancelled."""
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.append("forever")
-            raise
+    forever = until_cancelled(cancelled)
 
     model = ScriptedModel(replies=[calls(("forever", {})), Reply(text="after the cancel")])
     with serving(create_app(settings(), model=model, tools=[forever])) as url:

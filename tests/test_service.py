@@ -21,6 +21,7 @@ from graph.events import FIELDS
 from graph.settle import CANCELLED
 from service.app import create_app
 from service.settings import ServiceSettings
+from tests.graph_runs import until_cancelled
 from tests.live_server import serving
 from tests.scripted_model import Reply, ScriptedModel, calls
 from tests.sse import events, frames
@@ -111,14 +112,7 @@ async def test_a_client_that_goes_away_cancels_the_run_and_the_thread_takes_a_ne
         """Finishes at once."""
         return "quick result"
 
-    @tool
-    async def forever() -> str:
-        """Runs until cancelled."""
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.append("forever")
-            raise
+    forever = until_cancelled(cancelled)
 
     model = ScriptedModel(
         replies=[calls(("quick", {}), ("forever", {})), Reply(text="second answer")]
