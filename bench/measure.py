@@ -100,6 +100,12 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def rotated(sides: list[T], round_: int) -> list[T]:
+    """The sides in the order of round ``round_``: each round starts with the next side."""
+    shift = round_ % len(sides)
+    return sides[shift:] + sides[:shift]
+
+
 def machine() -> dict[str, Any]:
     versions = {}
     for name in PACKAGES:

@@ -27,7 +27,7 @@ from typing import Any
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import BaseTool, tool
 
-from bench.measure import Result, Table, median
+from bench.measure import Result, Table, median, rotated
 from bench.models import ToolTurnModel
 from bench.paths import bench_settings
 from graph.agent import build_graph
@@ -153,8 +153,7 @@ async def run(size: str = "full") -> Result:
                     await side()
             for r in range(spec.rounds):
                 for (kind, n), group in table.items():
-                    names = list(group)
-                    for name in names[r % len(names):] + names[: r % len(names)]:
+                    for name in rotated(list(group), r):
                         start, cpu = time.perf_counter(), time.process_time()
                         await group[name][0]()
                         walls.setdefault((kind, n, name), []).append(time.perf_counter() - start)

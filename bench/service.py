@@ -1,43 +1,54 @@
-"""Benchmark 5: K concurrent SSE streams against the service, a model emitting 20 tokens/s.
+"""Benchmark 5: K concurrent SSE streams against a server, a model emitting 20 tokens/s.
 
-The server runs the service's app in a process of its own (``bench.service_server``, one
-uvicorn worker on a free 127.0.0.1 port, the paced bench model); this process is the client:
-K streams opened at once with httpx (a connection limit above K), each one question
-(``POST /threads/{id}/runs/stream``) on a thread of its own. Per stream: time to the first
-``content`` event, the gaps between ``content`` events. Per level: the server's CPU (from
-/proc, cores used over the level) and peak resident memory (sampled every 50 ms), errors
-(a status other than 200, a failed connection, or a stream missing tokens). Each level is
-bounded by ``GUARD_S``. ``langgraph dev`` as a peer is not run here.
+Three processes: the server, the load client (``bench.load_client``) and this one, which only
+starts them and samples the server's CPU and resident memory from /proc every 50 ms.
+
+- **ours**: ``agent-ng serve``'s app (``bench.service_server``: one uvicorn worker on a free
+  127.0.0.1 port, in-memory saver and tool store, the paced bench model).
+- **langgraph dev**: the same graph (``bench.studio_load``) under ``langgraph dev`` (in-memory
+  runtime, one worker), with ``--n-jobs-per-worker`` at the largest K so it runs every stream
+  at once as ours does (its default, 10, would queue the rest), logs at WARNING as ours.
+
+Each stream is one question on a thread of its own. Per level: time to the response headers
+and to the first token (p50/p99), gaps between tokens (p50/p99), the server's CPU (cores used
+over the level) and peak RSS (its whole process tree), the client's CPU, and errors. The
+levels alternate between the servers, ``rounds`` times, and the table gives medians over the
+rounds. A level is bounded by the client's own guard.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
-import subprocess
+import socket
 import sys
-import uuid
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
 
 import httpx
 
-from bench.measure import Result, Table, median
+from bench.load_client import GUARD_S
+from bench.measure import Result, Table, median, rotated
 
 NAME = "service"
 RATE = 20.0
-GUARD_S = 120.0
 TICKS = os.sysconf("SC_CLK_TCK")
+STARTUP_GUARD_S = 90.0
 
 
 @dataclass(frozen=True)
 class Size:
     levels: tuple[int, ...]
     tokens: int
+    rounds: int
 
 
-SIZES = {"full": Size((10, 100, 300), 40), "smoke": Size((5,), 5)}
+SIZES = {"full": Size((10, 100, 300, 1000), 40, 2), "smoke": Size((3,), 5, 1)}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -45,117 +56,247 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else float("nan")
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``langgraph dev`` may run its server in a child)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        for task in Path(f"/proc/{pids[i]}/task").glob("*/children"):
+            pids += [int(p) for p in task.read_text().split()]
+        i += 1
+    return pids
+
+
 def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    total = 0
+    for p in tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    total = 0
+    for p in tree(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
 
 
-@dataclass
-class Stream:
-    ok: bool = False
-    error: str = ""
-    ttft_s: float | None = None
-    gaps_s: tuple[float, ...] = ()
+@dataclass(frozen=True)
+class Server:
+    name: str
+    protocol: str
+    """How the load client talks to it (``bench.load_client``)."""
+    url: str
+    pid: int
 
 
-async def one_stream(client: httpx.AsyncClient, base: str, tokens: int) -> Stream:
-    start = perf_counter()
-    times: list[float] = []
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_ready(url: str, process: asyncio.subprocess.Process, log: Callable[[], str]) -> None:
+    async with httpx.AsyncClient() as client:
+        async with asyncio.timeout(STARTUP_GUARD_S):
+            while process.returncode is None:
+                try:
+                    if (await client.get(url)).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+    raise RuntimeError(f"the server exited before it was ready:\n{log()[-3000:]}")
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        os.killpg(process.pid, 15)
+        try:
+            await asyncio.wait_for(process.wait(), 15)
+        except TimeoutError:
+            os.killpg(process.pid, 9)
+            await process.wait()
+
+
+@asynccontextmanager
+async def ours(tokens: int, rate: float, profile: Path | None = None) -> AsyncIterator[Server]:
+    args = [str(tokens), str(rate)] + ([str(profile)] if profile else [])
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.service_server", *args,
+        stdout=asyncio.subprocess.PIPE, start_new_session=True,
+    )
     try:
-        async with client.stream(
-            "POST", f"{base}/threads/{uuid.uuid4()}/runs/stream", json={"input": "go"}
-        ) as response:
-            if response.status_code != 200:
-                return Stream(error=f"HTTP {response.status_code}")
-            async for line in response.aiter_lines():
-                if line == "event: content":
-                    times.append(perf_counter())
-    except httpx.HTTPError as exc:
-        return Stream(error=type(exc).__name__)
-    if len(times) != tokens:
-        return Stream(error=f"{len(times)} of {tokens} tokens")
-    gaps = tuple(b - a for a, b in zip(times, times[1:]))
-    return Stream(ok=True, ttft_s=times[0] - start, gaps_s=gaps)
+        port = int(await asyncio.wait_for(process.stdout.readline(), STARTUP_GUARD_S))
+        url = f"http://127.0.0.1:{port}"
+        await wait_ready(f"{url}/healthz", process, lambda: "")
+        yield Server("ours (agent-ng serve)", "ours", url, process.pid)
+    finally:
+        await stop(process)
 
 
-async def level(base: str, pid: int, k: int, tokens: int) -> dict:
-    limits = httpx.Limits(max_connections=k + 10, max_keepalive_connections=k + 10)
-    timeout = httpx.Timeout(GUARD_S, connect=GUARD_S)
-    peak = rss_mb(pid)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        cpu0, t0 = cpu_s(pid), perf_counter()
-        tasks = [asyncio.ensure_future(one_stream(client, base, tokens)) for _ in range(k)]
-        async with asyncio.timeout(GUARD_S):
-            while not all(t.done() for t in tasks):
-                peak = max(peak, rss_mb(pid))
-                await asyncio.wait(tasks, timeout=0.05)
-        wall, cpu = perf_counter() - t0, cpu_s(pid) - cpu0
-    streams = [t.result() for t in tasks]
-    ok = [s for s in streams if s.ok]
-    ttft = [s.ttft_s for s in ok]
-    gaps = [g for s in ok for g in s.gaps_s]
+@asynccontextmanager
+async def langgraph_dev(tokens: int, rate: float, jobs: int) -> AsyncIterator[Server]:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-langgraph-dev-") as scratch:
+        config = Path(scratch, "langgraph.json")
+        repo = Path(__file__).resolve().parents[1]
+        config.write_text(json.dumps(
+            {"dependencies": [str(repo)], "graphs": {"agent": "bench.studio_load:graph"}}
+        ))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENT_"))}
+        env |= {"BENCH_TOKENS": str(tokens), "BENCH_RATE": str(rate), "LOG_LEVEL": "WARNING",
+                "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false"}
+        log_path = Path(scratch, "server.log")
+        with log_path.open("w") as log:
+            process = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "langgraph"), "dev", "--no-browser",
+                "--no-reload", "--port", str(port), "--config", str(config),
+                "--n-jobs-per-worker", str(jobs), "--server-log-level", "WARNING",
+                cwd=scratch, env=env, stdout=log, stderr=log, start_new_session=True,
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            await wait_ready(f"{url}/ok", process, log_path.read_text)
+            yield Server("langgraph dev", "langgraph", url, process.pid)
+        finally:
+            await stop(process)
+
+
+async def level(server: Server, k: int, tokens: int) -> dict:
+    """One load level: the client's K streams, the server sampled until the client exits."""
+    cpu0, t0, peak = cpu_s(server.pid), perf_counter(), rss_mb(server.pid)
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.load_client", server.protocol, server.url, str(k),
+        str(tokens), stdout=asyncio.subprocess.PIPE,
+    )
+    output = asyncio.ensure_future(client.communicate())
+    while not output.done():
+        peak = max(peak, rss_mb(server.pid))
+        await asyncio.wait([output], timeout=0.05)
+    wall, cpu = perf_counter() - t0, cpu_s(server.pid) - cpu0
+    stdout, _ = output.result()
+    if client.returncode:
+        raise RuntimeError(f"the load client failed against {server.name} at K = {k}")
+    report = json.loads(stdout)
+    streams = report["streams"]
+    ok = [s for s in streams if not s["error"]]
     errors: dict[str, int] = {}
     for s in streams:
-        if not s.ok:
-            errors[s.error] = errors.get(s.error, 0) + 1
+        if s["error"]:
+            errors[s["error"]] = errors.get(s["error"], 0) + 1
+    ttft = [s["ttft_s"] for s in ok]
+    headers = [s["headers_s"] for s in ok]
+    gaps = [g for s in ok for g in s["gaps_s"]]
     return {
+        "server": server.name,
         "k": k,
         "wall_s": wall,
-        "ttft_p50_ms": median(ttft) * 1e3 if ttft else float("nan"),
+        "headers_p50_ms": percentile(headers, 0.5) * 1e3,
+        "ttft_p50_ms": percentile(ttft, 0.5) * 1e3,
         "ttft_p99_ms": percentile(ttft, 0.99) * 1e3,
         "gap_p50_ms": percentile(gaps, 0.5) * 1e3,
         "gap_p99_ms": percentile(gaps, 0.99) * 1e3,
         "server_cpu_s": cpu,
         "server_cores": cpu / wall,
         "server_rss_peak_mb": peak,
+        "client_cpu_s": report["client_cpu_s"],
         "errors": sum(errors.values()),
         "error_kinds": errors,
     }
 
 
+METRICS = ("headers_p50_ms", "ttft_p50_ms", "ttft_p99_ms", "gap_p50_ms", "gap_p99_ms",
+           "server_cpu_s", "server_cores", "server_rss_peak_mb", "client_cpu_s", "wall_s")
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Medians over the rounds of one server at one level; errors are summed."""
+    row = {"server": runs[0]["server"], "k": runs[0]["k"], "rounds": len(runs)}
+    row |= {m: median([r[m] for r in runs]) for m in METRICS}
+    row["errors"] = sum(r["errors"] for r in runs)
+    row["error_kinds"] = {}
+    for r in runs:
+        for kind, n in r["error_kinds"].items():
+            row["error_kinds"][kind] = row["error_kinds"].get(kind, 0) + n
+    row["streams"] = sum(r["k"] for r in runs)
+    return row
+
+
 async def run(size: str = "full") -> Result:
     spec = SIZES[size]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bench.service_server", str(spec.tokens), str(RATE)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port = int(await asyncio.wait_for(asyncio.to_thread(server.stdout.readline), GUARD_S))
-        base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient() as client:
-            async with asyncio.timeout(GUARD_S):
-                while True:
-                    try:
-                        if (await client.get(f"{base}/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.05)
-        idle_rss = rss_mb(server.pid)
-        await level(base, server.pid, 2, spec.tokens)
-        rows = [await level(base, server.pid, k, spec.tokens) for k in spec.levels]
-    finally:
-        server.terminate()
-        server.wait(10)
+    runs: list[dict] = []
+    async with ours(spec.tokens, RATE) as our_server, langgraph_dev(
+        spec.tokens, RATE, max(spec.levels)
+    ) as peer:
+        servers = [our_server, peer]
+        idle = {s.name: rss_mb(s.pid) for s in servers}
+        for server in servers:
+            await level(server, 2, spec.tokens)
+        for k in spec.levels:
+            for round_ in range(spec.rounds):
+                for server in rotated(servers, round_):
+                    runs.append(await level(server, k, spec.tokens))
+    rows = [
+        summarize([r for r in runs if r["server"] == s.name and r["k"] == k])
+        for k in spec.levels for s in servers
+    ]
     table = Table(
-        f"Service load: K concurrent SSE streams, each {spec.tokens} tokens at {RATE:g} tokens/s "
-        f"(one uvicorn process, loopback; idle server RSS {idle_rss:.0f} MB)",
-        ["K", "TTFT p50 (ms)", "TTFT p99 (ms)", "gap p50 (ms)", "gap p99 (ms)",
-         "server CPU (cores)", "server RSS peak (MB)", "errors", "wall (s)"],
+        f"Service load: K concurrent SSE streams, each {spec.tokens} tokens at {RATE:g} tokens/s, "
+        f"one server process each, loopback, client in its own process; median of "
+        f"{spec.rounds} rounds (idle RSS: "
+        + ", ".join(f"{name} {mb:.0f} MB" for name, mb in idle.items()) + ")",
+        ["server", "K", "headers p50 (ms)", "TTFT p50 (ms)", "TTFT p99 (ms)", "gap p50 (ms)",
+         "gap p99 (ms)", "server CPU (cores)", "server RSS peak (MB)", "client CPU (s)",
+         "errors / streams", "wall (s)"],
         [
-            [r["k"], round(r["ttft_p50_ms"], 1), round(r["ttft_p99_ms"], 1),
-             round(r["gap_p50_ms"], 1), round(r["gap_p99_ms"], 1), round(r["server_cores"], 2),
-             round(r["server_rss_peak_mb"], 1), r["errors"], round(r["wall_s"], 2)]
+            [r["server"], r["k"], round(r["headers_p50_ms"], 1), round(r["ttft_p50_ms"], 1),
+             round(r["ttft_p99_ms"], 1), round(r["gap_p50_ms"], 1), round(r["gap_p99_ms"], 1),
+             round(r["server_cores"], 2), round(r["server_rss_peak_mb"], 1),
+             round(r["client_cpu_s"], 2), f"{r['errors']} / {r['streams']}", round(r["wall_s"], 2)]
             for r in rows
         ],
+        note="Ideal: TTFT about one token interval (50 ms), gaps 50 ms, wall = tokens / rate.",
     )
-    data = {"rate": RATE, "tokens": spec.tokens, "levels": list(spec.levels), "rows": rows,
-            "idle_rss_mb": idle_rss}
+    data = {"rate": RATE, "tokens": spec.tokens, "levels": list(spec.levels),
+            "rounds": spec.rounds, "rows": rows, "runs": runs, "idle_rss_mb": idle}
     return Result(NAME, size, [table], data)
+
+
+def plot(result: Result, directory: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result.data["rows"]
+    servers = list(dict.fromkeys(r["server"] for r in rows))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = [
+        ("time to first token (ms)", [("ttft_p50_ms", "p50", "-"), ("ttft_p99_ms", "p99", "--")]),
+        ("gap between tokens (ms)", [("gap_p50_ms", "p50", "-"), ("gap_p99_ms", "p99", "--")]),
+        ("server CPU (cores)", [("server_cores", "", "-")]),
+    ]
+    for ax, (title, series) in zip(axes, panels):
+        for server in servers:
+            mine = [r for r in rows if r["server"] == server]
+            for key, label, style in series:
+                ax.plot([r["k"] for r in mine], [r[key] for r in mine], style, marker="o",
+                        label=f"{server} {label}".strip())
+        ax.set_xscale("log")
+        ax.set_yscale("log" if "ms" in title else "linear")
+        ax.set_xlabel("concurrent streams K")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        f"Service load: {result.data['tokens']} tokens at {result.data['rate']:g} tokens/s per "
+        f"stream, one process per server, 2-core machine"
+    )
+    fig.tight_layout()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "service.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]

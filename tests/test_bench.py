@@ -7,11 +7,13 @@ one) and that what they write can be read back, not how fast anything is.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from bench import load_client, service
 from bench.measure import Result, Table
 from bench.report import markdown, update_readme
 from bench.suite import MODULES, module, run_one
@@ -24,7 +26,7 @@ DATA_KEYS = {
     "checkpoints": {"savers", "per_step_ms", "load_ms", "resume_ms", "thread_bytes", "state_bytes"},
     "memory": {"runs", "py_per_run_kb", "rss_per_run_kb", "checkpointed"},
     "eta": {"seed", "calls", "estimators", "samples"},
-    "service": {"rate", "tokens", "levels", "rows", "idle_rss_mb"},
+    "service": {"rate", "tokens", "levels", "rounds", "rows", "runs", "idle_rss_mb"},
 }
 
 
@@ -114,11 +116,35 @@ def test_eta_scores_the_start_estimate_and_each_progress_report(smoke):
     assert all(len(s["reports"]) == 3 and s["actual_s"] > 0 for s in data["samples"])
 
 
-def test_service_streams_all_came_back_whole(smoke):
-    rows = smoke[1]["service"].data["rows"]
-    assert [r["k"] for r in rows] == [5]
-    assert rows[0]["errors"] == 0, rows[0]["error_kinds"]
-    assert rows[0]["server_cpu_s"] > 0 and rows[0]["server_rss_peak_mb"] > 0
+def test_service_streams_came_back_whole_from_ours_and_from_langgraph_dev(smoke):
+    out, results = smoke
+    result = results["service"]
+    rows = result.data["rows"]
+    assert [(r["server"], r["k"]) for r in rows] == [
+        ("ours (agent-ng serve)", 3), ("langgraph dev", 3)
+    ]
+    for row in rows:
+        assert row["errors"] == 0, row["error_kinds"]
+        assert row["server_cpu_s"] > 0 and row["server_rss_peak_mb"] > 0
+        assert row["client_cpu_s"] > 0
+        assert 0 < row["headers_p50_ms"] <= row["ttft_p50_ms"] <= row["ttft_p99_ms"]
+    assert (out / "service.png").read_bytes().startswith(b"\x89PNG")
+
+
+async def test_load_client_counts_tokens_and_names_what_went_wrong():
+    """The client's count is what makes a stream whole: one token short is an error."""
+    async with service.ours(tokens=3, rate=200.0) as server:
+        whole = await load_client.main("ours", server.url, 2, 3)
+        short = await load_client.main("ours", server.url, 1, 4)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    refused = await load_client.main("ours", closed, 1, 3)
+
+    assert [s["error"] for s in whole["streams"]] == ["", ""]
+    assert all(len(s["gaps_s"]) == 2 and s["ttft_s"] >= s["headers_s"] > 0 for s in whole["streams"])
+    assert [s["error"] for s in short["streams"]] == ["3 of 4 tokens"]
+    assert [s["error"] for s in refused["streams"]] == ["ConnectionRefusedError"]
 
 
 def test_streaming_reads_our_sse_endpoint_to_the_last_token(smoke):
