@@ -42,8 +42,11 @@ LLM = "llm"
 TOOLS = "tools"
 
 
-def route_tool_calls(state: AgentState) -> list[Send] | Literal["llm", "__end__"]:
-    """Fan out the model's pending tool calls, one task each; end when it asked for none."""
+async def route_tool_calls(state: AgentState) -> list[Send] | Literal["llm", "__end__"]:
+    """Fan out the model's pending tool calls, one task each; end when it asked for none.
+
+    Async although it awaits nothing: LangGraph runs a sync router of an async graph in a
+    thread pool, a thread hop per model turn for a few list comprehensions."""
     messages = state["messages"]
     answer = next(m for m in reversed(messages) if isinstance(m, AIMessage))
     answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from langchain_core.messages import HumanMessage, ToolMessage
@@ -93,6 +94,32 @@ async def test_run_start_and_end_frame_the_run_with_usage():
     per_call = [e.type for e in events if e.tool_call_id]
     assert per_call == ["tool_call", "tool_start", "tool_result", "tool_complete"]
     assert of_type(events, "tool_result")[0].content == "5"
+
+
+async def test_a_run_of_async_tools_never_waits_on_the_thread_pool():
+    """Routing is async: LangGraph would run a sync router in a worker thread every model turn."""
+
+    @tool
+    async def double(x: int) -> int:
+        """Double x."""
+        return 2 * x
+
+    handed_off: list[object] = []
+
+    class Watched(ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            handed_off.append(fn)
+            return super().submit(fn, *args, **kwargs)
+
+    asyncio.get_running_loop().set_default_executor(Watched())
+    model = ScriptedModel(replies=[calls(("double", {"x": 2}), ("double", {"x": 5})), Reply(text="4, 10")])
+    graph = build_graph(model, tools=[double], checkpointer=InMemorySaver(), settings=settings())
+
+    events = await collect(graph, ask("double 2 and 5"), config("t-no-threads"))
+
+    assert sorted(e.content for e in of_type(events, "tool_result")) == ["10", "4"]
+    assert events[-1].status == "done"
+    assert handed_off == []
 
 
 async def test_tools_run_in_parallel_and_complete_in_finishing_order():
