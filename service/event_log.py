@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, Protocol
 
+import orjson
+
 Entry = tuple[str, dict[str, Any]]
 """``(cursor, event data)``."""
 
@@ -50,6 +52,11 @@ class EventLog(Protocol):
         """Subscribe (before returning) to the runs other replicas ask to cancel."""
 
     async def close(self) -> None: ...
+
+
+def event_json(data: dict[str, Any]) -> str:
+    """One event's data as JSON text (orjson: a tenth of ``json.dumps``'s time per token)."""
+    return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def event_id(run_id: str, cursor: str) -> str:
@@ -171,7 +178,7 @@ class RedisEventLog:
     async def append(self, run_id: str, data: dict[str, Any]) -> str:
         key = self._events(run_id)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, {"event": json.dumps(data, default=str, ensure_ascii=False)},
+            pipe.xadd(key, {"event": event_json(data)},
                       maxlen=self.max_events, approximate=True)
             pipe.expire(key, self._ttl)
             pipe.expire(self._thread(run_id), self._ttl)

@@ -23,7 +23,6 @@ whose calls wait for approval gets 409 and changes nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Header, HTTPException, Request
@@ -31,7 +30,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service.background import BackgroundRuns
-from service.event_log import END, Entry, event_id, parse_event_id
+from service.event_log import END, Entry, event_id, event_json, parse_event_id
 from service.inputs import RunRequest, ThreadId, check_question, invalid
 
 router = APIRouter()
@@ -133,7 +132,7 @@ async def sse_events(
         async for cursor, data in entries:
             ended = data["type"] == END
             yield ServerSentEvent(
-                data=json.dumps(data, default=str, ensure_ascii=False),
+                data=event_json(data),
                 event=data["type"],
                 id=event_id(run_id, cursor),
             )
