@@ -62,7 +62,10 @@ def test_parallel_rows_cover_every_side_and_n(smoke):
     result = results["parallel"]
     rows = result.data["rows"]
     sides = {r["side"] for r in rows}
-    assert sides == {"sequential", "create_agent", "ours, limit 1", "ours, limit 2"}
+    assert sides == {
+        "sequential", "create_agent", "ours, limit 1", "ours, limit 2",
+        "ours, limit 2, durability async",
+    }
     assert {(r["kind"], r["n"]) for r in rows} == {(k, n) for k in ("await", "cpu") for n in (1, 2)}
     assert all(r["wall_ms"] > 0 and r["efficiency"] > 0 for r in rows)
     assert result.plots == [str(out / "parallel.png")]
