@@ -18,6 +18,7 @@ from typing import Any
 from bench.measure import Result, Table, Timing, median, timed
 from bench.models import TokenModel
 from bench.paths import SSE, paths, sse_path
+from graph.collector import THRESHOLDS, tune_collector
 
 NAME = "streaming"
 RAW = "raw model.astream"
@@ -27,7 +28,6 @@ SWEEP_PATHS = (RAW, "bare graph, messages", "create_agent, messages", OURS)
 BAR_US = 6.0
 HEADLINE_TOKENS = 5000
 DEFAULT_THRESHOLD = (700, 10, 10)
-TUNED_THRESHOLD = (10_000, 50, 100)
 
 
 @dataclass(frozen=True)
@@ -38,22 +38,23 @@ class Size:
 
 
 SIZES = {
-    "full": Size((1000, 2000, 5000, 10_000), 7, ("default", "freeze", "tuned", "off")),
+    "full": Size((1000, 2000, 5000, 10_000), 5, ("default", "freeze", "agent-ng", "off")),
     "smoke": Size((50,), 1, ("default", "freeze")),
 }
 
 
 def set_gc(mode: str) -> None:
-    """``default``: Python's; ``freeze``: ``gc.freeze()`` after start-up; ``tuned``:
-    thresholds ``TUNED_THRESHOLD``; ``off``: ``gc.disable()`` (the reference, not advice)."""
+    """``default``: Python's; ``freeze``: ``gc.freeze()`` after start-up; ``agent-ng``: what the
+    command does (``graph.collector``: freeze and higher thresholds); ``off``: ``gc.disable()``
+    (the reference, not advice)."""
     gc.unfreeze()
     gc.enable()
     gc.set_threshold(*DEFAULT_THRESHOLD)
     gc.collect()
     if mode == "freeze":
         gc.freeze()
-    elif mode == "tuned":
-        gc.set_threshold(*TUNED_THRESHOLD)
+    elif mode == "agent-ng":
+        tune_collector()
     elif mode == "off":
         gc.disable()
 
@@ -129,8 +130,8 @@ async def measure(spec: Size, size: str, sides: dict[int, dict]) -> Result:
             for mode in spec.modes
             for n in spec.tokens
         ],
-        note=f"freeze = gc.freeze() after start-up; tuned = gc.set_threshold{TUNED_THRESHOLD}; "
-        "off = gc.disable(), the reference.",
+        note=f"freeze = gc.freeze() after start-up; agent-ng = freeze and gc.set_threshold{THRESHOLDS} "
+        "(graph.collector, what the agent-ng command does); off = gc.disable(), the reference.",
     )
     data: dict[str, Any] = {
         "tokens": list(spec.tokens),

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 import uuid
 from typing import Annotated
@@ -30,6 +29,7 @@ from cli.stats import stats
 from cli.tools import list_tools
 from cli.view import PlainView, TurnView
 from graph.agent import open_agent
+from graph.collector import tune_collector
 from graph.events import AgentEvent, stream
 from graph.settings import Settings
 from graph.thread_lock import ThreadBusyError
@@ -42,9 +42,7 @@ app = typer.Typer(help="A LangGraph agent that shows everything as it happens.",
 @app.callback()
 def main() -> None:
     """A LangGraph agent that shows everything as it happens."""
-    # Start-up objects (the libraries) never become garbage: keep the collector off them, so a
-    # long streamed answer does not pay for rescanning them (bench/README.md, streaming).
-    gc.freeze()
+    tune_collector()
 
 
 Thread = Annotated[str | None, typer.Option("--thread", "-t", help="Thread id to continue (default: a new thread).")]

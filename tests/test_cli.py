@@ -172,3 +172,20 @@ async def stored_messages(url: str, thread: str) -> list:
         state = await graph.aget_state({"configurable": {"thread_id": thread}})
     assert not state.next, "the thread is idle"
     return state.values["messages"]
+
+
+def test_the_command_tunes_the_collector_before_any_subcommand_runs():
+    """``graph.collector``: start-up objects frozen, collections rarer. In a child interpreter,
+    so this test process keeps Python's own settings."""
+    probe = (
+        "import gc\n"
+        "from typer.testing import CliRunner\n"
+        "from cli.main import app\n"
+        "before = gc.get_threshold(), gc.get_freeze_count()\n"
+        "result = CliRunner().invoke(app, ['tools'])\n"
+        "print(result.exit_code, before[0], gc.get_threshold(), before[1] == 0, gc.get_freeze_count() > 0)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert out.stdout.split(maxsplit=1) == ["0", "(700, 10, 10) (10000, 50, 100) True True\n"], out.stderr

@@ -1,0 +1,26 @@
+"""Python's garbage collector, set for a process that streams many runs at once.
+
+A streamed token allocates a handful of objects that die young, while every open run keeps a
+state, tasks and messages alive. With Python's default thresholds the young collections come
+every 700 allocations and keep promoting the live runs, so full collections come often and
+scan every one of them: under 1,000 concurrent streams the collector took about 40% of the
+server's CPU (bench/README.md, "Service"). ``tune_collector`` keeps start-up objects out of
+its way (``gc.freeze``) and makes collections rarer; cycles are still collected.
+
+It changes process-wide settings, so the process's entry point calls it (the ``agent-ng``
+command does, ``serve`` included); an application embedding the graph or the service should
+call it once its own start-up is done.
+"""
+
+from __future__ import annotations
+
+import gc
+
+THRESHOLDS = (10_000, 50, 100)
+"""Allocations before a young collection, and young / middle collections before the next
+generation's (Python's default: ``(700, 10, 10)``)."""
+
+
+def tune_collector() -> None:
+    gc.freeze()
+    gc.set_threshold(*THRESHOLDS)
