@@ -6,7 +6,8 @@ It is not the bench process (and not the server's), so its CPU is its own and is
 at high K a client on the same 2 cores can be what limits the numbers. To cost little per
 token it speaks HTTP/1.1 itself over asyncio streams (one connection per stream, chunked
 body, SSE lines), not through httpx. Per stream it records the time to the response headers,
-to the first token and the gaps between tokens, all from the moment its request was written.
+to the first and to the last token, and the gaps between tokens, all from the moment it
+began to connect.
 
 - ``ours``: ``POST /threads/{id}/runs/stream`` on ``agent-ng serve``; a token is a ``content``
   event.
@@ -39,6 +40,8 @@ class Stream:
     error: str = ""
     headers_s: float | None = None
     ttft_s: float | None = None
+    last_s: float | None = None
+    """To the last token: the whole answer as the reader got it."""
     gaps_s: tuple[float, ...] = ()
 
 
@@ -100,7 +103,9 @@ async def one_stream(url: str, path: str, body: dict, is_token: IsToken, tokens:
     if len(times) != tokens:
         return Stream(error=f"{len(times)} of {tokens} tokens")
     gaps = tuple(b - a for a, b in zip(times, times[1:]))
-    return Stream(headers_s=headers_at - start, ttft_s=times[0] - start, gaps_s=gaps)
+    return Stream(
+        headers_s=headers_at - start, ttft_s=times[0] - start, last_s=times[-1] - start, gaps_s=gaps
+    )
 
 
 def ours_token(event: bytes, data: bytes) -> bool:

@@ -7,8 +7,8 @@
     python -m bench.profile service --k 300 --tokens 1   # ... each one token: a run's fixed cost
 
 The tools take no time here, so what is left is the framework's own work per token or per
-tool task. ``service`` profiles the server process of ``bench.service`` (pyinstrument inside it,
-the load client in a process of its own) for one load level. The findings in bench/README.md
+tool task. ``service`` samples the server process of ``bench.service`` with py-spy (from the
+outside, idle time left out) while the load client, a process of its own, runs one level. The findings in bench/README.md
 come from these.
 """
 
@@ -19,6 +19,8 @@ import asyncio
 import cProfile
 import gc
 import pstats
+import signal
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,6 +33,8 @@ from bench.models import TokenModel
 from bench.parallel import PEER, await_tool, sides
 from bench.paths import paths
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def target(name: str, peer: bool) -> Callable[[], Awaitable[Any]]:
     if name == "streaming":
@@ -39,14 +43,76 @@ def target(name: str, peer: bool) -> Callable[[], Awaitable[Any]]:
     return sides(16, await_tool(0.0), (16,), InMemorySaver())[side][0]
 
 
+def owner(path: str) -> str:
+    """Whose code a frame runs: ours, a package's, or a standard library module's."""
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1].split("/", 1)[0]
+    file = Path(path)
+    if REPO in file.parents:
+        return "ours (agent-ng)"
+    return f"stdlib {file.stem if file.parent.name.startswith('python3') else file.parent.name}"
+
+
+def read_raw(text: str) -> list[tuple[list[str], int]]:
+    """py-spy's raw format: one ``frame;frame;...;leaf count`` line per distinct stack."""
+    stacks = []
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        stacks.append((stack.split(";"), int(count)))
+    return stacks
+
+
+def frame_path(frame: str) -> str:
+    """``function (path:line)`` -> path."""
+    return frame.rpartition(" (")[2].rpartition(":")[0]
+
+
+def short(frame: str) -> str:
+    """``function (path:line)`` -> ``function (path from its package or the repository)``."""
+    function, _, _ = frame.rpartition(" (")
+    path = frame_path(frame)
+    for root in ("site-packages/", f"{REPO}/", f"python{sys.version_info.major}.{sys.version_info.minor}/"):
+        path = path.split(root, 1)[-1]
+    return f"{function} ({path})"
+
+
+def report(stacks: list[tuple[list[str], int]], top: int = 20) -> str:
+    """Self time by owner, then the functions with the most self time, as shares of samples."""
+    total = sum(count for _, count in stacks)
+    owners: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    for frames, count in stacks:
+        leaf = frames[-1]
+        owners[owner(frame_path(leaf))] = owners.get(owner(frame_path(leaf)), 0) + count
+        leaves[short(leaf)] = leaves.get(short(leaf), 0) + count
+    lines = [f"{total} samples of the server process while it was busy (py-spy, idle left out)",
+             "", "Self time by owner:"]
+    lines += [f"  {n / total:6.1%}  {name}" for name, n in sorted(owners.items(), key=lambda i: -i[1])[:top]]
+    lines += ["", "Functions with the most self time:"]
+    lines += [f"  {n / total:6.1%}  {name}" for name, n in sorted(leaves.items(), key=lambda i: -i[1])[:top]]
+    return "\n".join(lines)
+
+
 async def profile_service(k: int, tokens: int) -> None:
+    """Sample the server process with py-spy while the load client runs one level."""
+    spy_bin = Path(sys.executable).parent / "py-spy"
     with tempfile.TemporaryDirectory() as scratch:
-        report = Path(scratch, "server-profile.txt")
-        async with service.ours(tokens, service.RATE, profile=report) as server:
+        raw = Path(scratch, "server.txt")
+        async with service.ours(tokens, service.RATE) as server:
             await service.level(server, 2, tokens)
+            spy = await asyncio.create_subprocess_exec(
+                str(spy_bin), "record", "--pid", str(server.pid), "--rate", "500", "--format",
+                "raw", "--full-filenames", "--nonblocking", "--output", str(raw),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            await spy.stdout.readline()  # "py-spy> Sampling process ...": attached
             row = await service.level(server, k, tokens)
-        print(report.read_text())
-    print({key: round(value, 3) if isinstance(value, float) else value for key, value in row.items()})
+            spy.send_signal(signal.SIGINT)
+            await spy.communicate()
+        stacks = read_raw(raw.read_text())
+    print(report(stacks))
+    shown = {key: round(value, 3) if isinstance(value, float) else value for key, value in row.items()}
+    print(f"\nLoad level (K = {k}, {tokens} tokens per stream): {shown}")
 
 
 async def profile(name: str, peer: bool, runs: int) -> None:
