@@ -291,6 +291,7 @@ def plot(result: Result, directory: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows = result.data["rows"]
     servers = list(dict.fromkeys(r["server"] for r in rows))
@@ -301,14 +302,17 @@ def plot(result: Result, directory: Path) -> list[Path]:
         ("gap between tokens, p99 (ms)", [("gap_p99_ms", "", "-")]),
         ("server CPU (cores)", [("server_cores", "", "-")]),
     ]
+    colors = dict(zip(servers, ("tab:blue", "tab:red")))
     for ax, (title, series) in zip(axes, panels):
         for server in servers:
             mine = [r for r in rows if r["server"] == server]
             for key, label, style in series:
                 ax.plot([r["k"] for r in mine], [r[key] for r in mine], style, marker="o",
-                        label=f"{server} {label}".strip())
+                        color=colors[server], label=f"{server} {label}".strip())
         ax.set_xscale("log")
-        ax.set_yscale("linear" if "cores" in title else "log")
+        ax.set_yscale("log" if "first token" in title else "linear")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("concurrent streams K")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
