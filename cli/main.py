@@ -34,6 +34,7 @@ from graph.events import AgentEvent, stream
 from graph.settings import Settings
 from graph.thread_lock import ThreadBusyError
 from graph.threads import UnfinishedRunError, thread_status
+from tools.registry import McpConfigError
 
 app = typer.Typer(help="A LangGraph agent that shows everything as it happens.", no_args_is_help=True)
 
@@ -96,6 +97,9 @@ def run_cli(session) -> str | None:
     except UnfinishedRunError as e:
         typer.echo(f"error: {e} with: agent-ng resume --thread {e.thread_id}", err=True)
         raise typer.Exit(1) from None
+    except McpConfigError as e:
+        typer.echo(f"agent-ng: {e}", err=True)
+        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         return "cancelled"
 

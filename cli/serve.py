@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from tools.registry import McpConfigError, mcp_servers
+
 
 def serve(
     host: Annotated[
@@ -29,5 +31,11 @@ def serve(
         ) from e
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = ServiceSettings(**overrides)
+    if settings.mcp_config:  # else uvicorn reports it as a traceback from the app's start-up
+        try:
+            mcp_servers().read_config(settings.mcp_config)
+        except (McpConfigError, RuntimeError) as e:
+            typer.echo(f"agent-ng: {e}", err=True)
+            raise typer.Exit(2) from None
     typer.echo(f"agent-ng: serving on http://{settings.host}:{settings.port}", err=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port)

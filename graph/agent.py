@@ -115,11 +115,12 @@ async def open_agent(
     tools: Sequence[BaseTool | Callable[..., Any]] | None = None,
 ) -> AsyncIterator[Agent]:
     """The agent over everything ``settings`` name, open for the block: the checkpointer, the
-    tool store, and the built-in plus MCP tools (only ``tools`` if given: no MCP server starts)."""
+    tool store, and the built-in plus MCP tools (only ``tools`` if given: no MCP server starts).
+    The tools come first, so an unusable MCP config fails before any store is opened."""
     async with (
+        load_tools(settings) if tools is None else nullcontext(tools) as loaded,
         open_checkpointer(settings.checkpoint_url, pool_size=settings.checkpoint_pool_size) as saver,
         open_tool_store(settings.cache_url, max_entries=settings.cache_max_entries) as tool_store,
-        load_tools(settings) if tools is None else nullcontext(tools) as loaded,
     ):
         graph = build_graph(model, loaded, saver, settings, tool_store=tool_store)
         yield Agent(graph, tool_store, group_limits_of(settings))

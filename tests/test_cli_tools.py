@@ -8,18 +8,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = str(Path(__file__).with_name("mcp_server.py"))
 
 
-def agent_ng_tools(tmp_path: Path, config: dict) -> subprocess.CompletedProcess[str]:
+def agent_ng(tmp_path: Path, config: dict, *args: str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "mcp.json"
     path.write_text(json.dumps(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENT_"))}
     env |= {"AGENT_DATA_DIR": str(tmp_path), "AGENT_MCP_CONFIG": str(path), "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", "tools"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
+
+
+def agent_ng_tools(tmp_path: Path, config: dict) -> subprocess.CompletedProcess[str]:
+    return agent_ng(tmp_path, config, "tools")
 
 
 def row(out: str, tool: str) -> list[str]:
@@ -46,8 +52,11 @@ def test_lists_each_tool_with_its_source_and_settings_and_the_servers_that_faile
     assert "mcp:broken: did not start: FileNotFoundError" in out
 
 
-def test_an_unusable_config_is_a_clear_error(tmp_path):
-    done = agent_ng_tools(tmp_path, {"mcpServers": {"x": {"command": "a", "defaults": {"timeout": 3}}}})
+@pytest.mark.parametrize("command", [("tools",), ("ask", "hi"), ("serve", "--port", "0")])
+def test_an_unusable_config_is_a_clear_error_before_anything_starts(tmp_path, command):
+    done = agent_ng(tmp_path, {"mcpServers": {"x": {"command": "a", "defaults": {"timeout": 3}}}}, *command)
     assert done.returncode == 2
     assert "unknown setting(s) ['timeout']" in done.stderr
     assert "Traceback" not in done.stderr
+    assert "serving on" not in done.stderr
+    assert not list(tmp_path.glob("*.db")), "nothing was opened or written"

@@ -53,7 +53,7 @@ from mcp.types import CONNECTION_CLOSED
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from tools import progress
-from tools.registry import SOURCE_KEY, ToolSpec, configure
+from tools.registry import SOURCE_KEY, McpConfigError, ToolSpec, configure
 
 log = logging.getLogger("agent_ng")
 
@@ -61,10 +61,6 @@ STARTUP_TIMEOUT_S = 30.0
 MCP_HTTP_TIMEOUT = httpx.Timeout(30.0, read=300.0)
 """The MCP SDK's own default: long reads, since a response may be a long-lived stream."""
 SPEC_FIELDS = frozenset(f.name for f in dataclasses.fields(ToolSpec))
-
-
-class McpConfigError(ValueError):
-    """The MCP config file cannot be used as it is; the message says where and why."""
 
 
 class McpServerUnavailable(RuntimeError):

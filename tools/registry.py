@@ -130,6 +130,12 @@ SOURCE_KEY = "agent_ng_source"
 """Metadata key naming where a tool comes from, e.g. ``mcp:files``; absent for built-in tools."""
 
 
+class McpConfigError(ValueError):
+    """The MCP config file cannot be used as it is; the message says where and why.
+
+    Defined here, not beside the MCP code, so the CLI can name it without the mcp extra."""
+
+
 def source_of(tool_: BaseTool) -> str:
     return (tool_.metadata or {}).get(SOURCE_KEY, "built-in")
 
@@ -146,13 +152,17 @@ async def load_tools(settings: Settings) -> AsyncIterator[list[BaseTool]]:
     if settings.mcp_config is None:
         yield builtin_tools(settings)
         return
+    async with mcp_servers().open_mcp_servers(settings.mcp_config) as servers:
+        yield distinct([*builtin_tools(settings), *servers.tools])
+
+
+def mcp_servers():
+    """``tools.mcp_servers``, or a clear error when the mcp extra is not installed."""
     try:
-        from tools.mcp_servers import open_mcp_servers
+        from tools import mcp_servers
     except ImportError as e:
         raise RuntimeError(f"AGENT_MCP_CONFIG needs the mcp extra: pip install 'agent-ng[mcp]' ({e})") from e
-
-    async with open_mcp_servers(settings.mcp_config) as servers:
-        yield distinct([*builtin_tools(settings), *servers.tools])
+    return mcp_servers
 
 
 def distinct(tools: list[BaseTool]) -> list[BaseTool]:
