@@ -10,12 +10,18 @@ tool, reported as its own ``tool_start`` / ``tool_result`` / ``tool_complete`` w
 and results with an artifact never are. The cache sits outside ``Lifecycle`` (and outside any
 concurrency limit), so a hit neither waits for a slot nor counts as a run.
 
+Identical cacheable calls in flight at once run once (single flight, in this process): the
+first runs the tool, the others wait for its result and report it as cached. If the first
+does not give a storable result (an error, a timeout, a cancel), each of the others runs the
+tool itself.
+
 If the store fails, the call runs uncached and the failure is logged: a cache outage costs
 speed, never an answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -59,6 +65,8 @@ class ResultCache:
     default_ttl_s: float
     clock: Callable[[], float] = field(default=time.time)
     """Wall-clock seconds; tests pass their own to move time without waiting."""
+    _flights: dict[str, asyncio.Future[str | None]] = field(default_factory=dict)
+    """Key -> the content its running call will store (``None`` if it stores none)."""
 
     async def __call__(self, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
         spec = spec_of(request.tool)
@@ -74,17 +82,32 @@ class ResultCache:
             )
             return await execute(request)
         if hit is not None:
-            message = ToolMessage(content=hit.content, name=call["name"], tool_call_id=call["id"])
-            message = noted(message, cached=True)
-            report_cached(request, message)
-            return message
-        result = await execute(request)
-        if storable(result):
-            ttl_s = spec.cache_ttl_s or self.default_ttl_s
-            try:
-                await self.store.cache(key, result.content, self.clock(), ttl_s)
-            except Exception:
-                log.warning(
-                    "storing %s's result in the tool cache failed", call["name"], exc_info=True
-                )
-        return result
+            return answered(request, hit.content)
+        if (flight := self._flights.get(key)) is not None:
+            content = await asyncio.shield(flight)
+            return answered(request, content) if content is not None else await execute(request)
+        flight = self._flights[key] = asyncio.get_running_loop().create_future()
+        content = None
+        try:
+            result = await execute(request)
+            if storable(result):
+                content = result.content
+                await self._store(key, content, spec.cache_ttl_s or self.default_ttl_s, call["name"])
+            return result
+        finally:
+            del self._flights[key]
+            flight.set_result(content)
+
+    async def _store(self, key: str, content: Any, ttl_s: float, name: str) -> None:
+        try:
+            await self.store.cache(key, content, self.clock(), ttl_s)
+        except Exception:
+            log.warning("storing %s's result in the tool cache failed", name, exc_info=True)
+
+
+def answered(request: ToolCallRequest, content: Any) -> ToolMessage:
+    """The call's result without running it (a hit, or a twin call's), reported as cached."""
+    call = request.tool_call
+    message = noted(ToolMessage(content=content, name=call["name"], tool_call_id=call["id"]), cached=True)
+    report_cached(request, message)
+    return message

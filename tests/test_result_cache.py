@@ -3,6 +3,7 @@ and through the whole engine across a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 
@@ -123,6 +124,75 @@ async def test_errors_are_never_cached():
     assert attempts == [1, 1]
     assert of_type(second, "tool_start")[0].cached is False
     assert of_type(third, "tool_start")[0].cached is True
+
+
+class CountedStore(MemoryToolStore):
+    """Sets ``looked_up`` once ``twins`` lookups happened. A memory lookup does not suspend, so
+    a call that looked up reaches the single-flight check in the same step."""
+
+    def __init__(self, twins: int) -> None:
+        super().__init__()
+        self.lookups, self.twins, self.looked_up = 0, twins, asyncio.Event()
+
+    async def cached(self, key, now):
+        self.lookups += 1
+        if self.lookups == self.twins:
+            self.looked_up.set()
+        return await super().cached(key, now)
+
+
+def held_tool(fail_first: bool):
+    """Cacheable ``lookup``: counts its runs, holds each until the test lets it go."""
+    runs: list[int] = []
+    release = asyncio.Event()
+
+    @tool
+    async def lookup(x: int) -> int:
+        """Look x up."""
+        runs.append(x)
+        await release.wait()
+        if fail_first and len(runs) == 1:
+            raise RuntimeError("lookup failed")
+        return x * 10
+
+    return configure(lookup, cacheable=True), runs, release
+
+
+async def run_twins(fail_first: bool):
+    """Three identical calls in one turn; the tool is released once all three looked up."""
+    lookup, runs, release = held_tool(fail_first)
+    store = CountedStore(twins=3)
+    model = turns([("lookup", {"x": 7})] * 3)
+    graph = build_graph(
+        model, [lookup], InMemorySaver(), settings(max_concurrency=3),
+        tool_wrappers=[ResultCache(store, default_ttl_s=60)],
+    )
+    run = asyncio.create_task(collect(graph, ask("twins")))
+    async with asyncio.timeout(10):
+        await store.looked_up.wait()
+    assert runs == [7], "the first call runs, the other two wait for it"
+    release.set()
+    return await run, runs, model
+
+
+async def test_identical_calls_in_flight_run_once_and_the_others_get_its_result():
+    events, runs, model = await run_twins(fail_first=False)
+
+    assert runs == [7]
+    seen = tool_messages(model.seen[1])
+    assert [m.text for m in seen.values()] == ["70", "70", "70"]
+    assert sorted(e.cached for e in of_type(events, "tool_start")) == [False, True, True]
+    for types in per_call(events).values():
+        assert types == ["tool_call", "tool_start", "tool_result", "tool_complete"]
+
+
+async def test_when_the_first_of_identical_calls_fails_the_others_run_themselves():
+    events, runs, model = await run_twins(fail_first=True)
+
+    assert runs == [7, 7, 7]
+    texts = sorted(m.text for m in tool_messages(model.seen[1]).values())
+    assert texts[:2] == ["70", "70"] and "lookup failed" in texts[2]
+    assert len(of_type(events, "tool_error")) == 1
 
 
 async def test_an_entry_expires_after_its_ttl_on_the_injected_clock():
