@@ -148,3 +148,15 @@ def rss_bytes() -> int:
     """Resident set size of this process, from ``/proc/self/statm``."""
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def save_figure(fig: Any, directory: Path, name: str, dpi: int = 100) -> list[Path]:
+    """Write a matplotlib figure as ``directory/name.png``, close it, return ``[path]``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return [path]

@@ -27,7 +27,7 @@ from typing import Any
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import BaseTool, tool
 
-from bench.measure import Result, Table, median, rotated
+from bench.measure import Result, Table, median, rotated, save_figure
 from bench.models import ToolTurnModel
 from bench.paths import bench_settings
 from graph.agent import build_graph
@@ -265,9 +265,4 @@ def plot(result: Result, directory: Path) -> list[Path]:
             ax.grid(True, alpha=0.3)
         axes[0][col].legend(fontsize=8)
     fig.suptitle(f"Parallel tools ({result.machine['nproc']} cores, {result.size})")
-    fig.tight_layout()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "parallel.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, directory, NAME, dpi=90)

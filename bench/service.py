@@ -36,7 +36,7 @@ from time import perf_counter
 import httpx
 
 from bench.load_client import GUARD_S
-from bench.measure import Result, Table, median, rotated
+from bench.measure import Result, Table, median, rotated, save_figure
 
 NAME = "service"
 RATE = 20.0
@@ -319,11 +319,6 @@ def plot(result: Result, directory: Path) -> list[Path]:
         ax.legend(fontsize=8)
     fig.suptitle(
         f"Service load: {result.data['tokens']} tokens at {result.data['rate']:g} tokens/s per "
-        f"stream, one process per server, 2-core machine"
+        f"stream, one process per server, {result.machine['nproc']} cores"
     )
-    fig.tight_layout()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "service.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, directory, NAME)
