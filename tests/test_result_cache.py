@@ -15,7 +15,7 @@ from redis import Redis
 from graph.agent import build_graph
 from graph.tool_store import MemoryToolStore, open_tool_store
 from nodes.result_cache import ResultCache, cache_key
-from tests.graph_runs import ask, collect, of_type, per_call, settings, tool_messages
+from tests.graph_runs import ask, collect, config, of_type, per_call, settings, tool_messages
 from tests.scripted_model import Reply, ScriptedModel, calls
 from tests.tool_stores import KINDS, REDIS_URL, open_test_store
 from tools.registry import configure
@@ -193,6 +193,33 @@ async def test_when_the_first_of_identical_calls_fails_the_others_run_themselves
     texts = sorted(m.text for m in tool_messages(model.seen[1]).values())
     assert texts[:2] == ["70", "70"] and "lookup failed" in texts[2]
     assert len(of_type(events, "tool_error")) == 1
+
+
+async def test_a_call_waiting_on_a_twin_in_a_cancelled_run_runs_itself():
+    """Two runs (two threads) of one graph ask the same cacheable call; the first run is
+    cancelled while its call runs: the second run's call then runs the tool itself."""
+    lookup, runs, release = held_tool(fail_first=False)
+    store = CountedStore(twins=2)
+    model = ScriptedModel(replies=[calls(("lookup", {"x": 7})), calls(("lookup", {"x": 7})), Reply(text="ok")])
+    graph = build_graph(
+        model, [lookup], InMemorySaver(), settings(),
+        tool_wrappers=[ResultCache(store, default_ttl_s=60)],
+    )
+    first = asyncio.create_task(collect(graph, ask("a"), config("thread-a")))
+    second = asyncio.create_task(collect(graph, ask("b"), config("thread-b")))
+    async with asyncio.timeout(10):
+        await store.looked_up.wait()
+    assert runs == [7]
+
+    first.cancel()
+    await asyncio.wait([first])
+    release.set()
+    events = await second
+
+    assert runs == [7, 7]
+    assert [e.content for e in of_type(events, "tool_result")] == ["70"]
+    assert of_type(events, "tool_start")[0].cached is False
+    assert events[-1].status == "done"
 
 
 async def test_an_entry_expires_after_its_ttl_on_the_injected_clock():
