@@ -11,9 +11,10 @@ starts them and samples the server's CPU and resident memory from /proc every 50
   runs the levels up to ``peer_max_k`` (300): beyond, one level takes longer than the suite's
   whole budget allows.
 
-Each stream is one question on a thread of its own. Per level: time to the response headers
-and to the first token (p50/p99), gaps between tokens (p50/p99), the server's CPU (cores used
-over the level) and peak RSS (its whole process tree), the client's CPU, and errors. The
+Each stream is one question on a thread of its own. Per level: time to the response headers,
+to the first and to the last token (p50/p99), gaps between tokens (p50/p99), the server's CPU
+(cores used over the level, and per token) and peak RSS (its whole process tree), the client's
+CPU, and errors. The
 levels alternate between the servers, each level some rounds (fewer for the large ones, to keep
 ``agent-ng bench`` within its budget), and the table gives medians over the rounds. A level is
 bounded by the client's own guard.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -35,7 +37,6 @@ from time import perf_counter
 
 import httpx
 
-from bench.load_client import GUARD_S
 from bench.measure import Result, Table, median, rotated, save_figure
 
 NAME = "service"
@@ -114,17 +115,18 @@ async def wait_ready(url: str, process: asyncio.subprocess.Process, log: Callabl
                     if (await client.get(url)).status_code == 200:
                         return
                 except httpx.TransportError:
-                    await asyncio.sleep(0.1)
+                    pass
+                await asyncio.sleep(0.1)
     raise RuntimeError(f"the server exited before it was ready:\n{log()[-3000:]}")
 
 
 async def stop(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
-        os.killpg(process.pid, 15)
+        os.killpg(process.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), 15)
         except TimeoutError:
-            os.killpg(process.pid, 9)
+            os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
 
 
@@ -135,8 +137,10 @@ async def ours(tokens: int, rate: float) -> AsyncIterator[Server]:
         stdout=asyncio.subprocess.PIPE, start_new_session=True,
     )
     try:
-        port = int(await asyncio.wait_for(process.stdout.readline(), STARTUP_GUARD_S))
-        url = f"http://127.0.0.1:{port}"
+        line = await asyncio.wait_for(process.stdout.readline(), STARTUP_GUARD_S)
+        if not line.strip():
+            raise RuntimeError("bench.service_server exited before it bound a port (see its stderr)")
+        url = f"http://127.0.0.1:{int(line)}"
         await wait_ready(f"{url}/healthz", process, lambda: "")
         yield Server("ours (agent-ng serve)", "ours", url, process.pid)
     finally:
