@@ -17,6 +17,10 @@ in the same place when a new user message comes instead of the answer.
 ``graph.events.stream`` calls it itself, shielded, when its consumer stops (cancelled or
 closed) and before new input on a thread with a pending step; it writes nothing when the
 thread has no pending step.
+
+A step is pending while the state has ``tasks``, not only while it has ``next``: once every
+task of a step has written (the model's whole answer, say) ``next`` is empty, but the writes
+are still pending until the step closes, and new input would drop them.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ async def settle(
     """
     shown = shown or {}
     state = await graph.aget_state(config)
-    if not state.next:
+    if not state.tasks:
         return []
     messages = state.values.get("messages", []) if state.values else []
     written: list[AnyMessage] = []
@@ -77,6 +81,6 @@ async def settle(
     if closing:
         written += closing
         await graph.aupdate_state(config, {"messages": closing}, as_node=TOOLS)
-    if (await graph.aget_state(config)).next:
+    if (await graph.aget_state(config)).tasks:
         await graph.aupdate_state(config, None, as_node=END)
     return written

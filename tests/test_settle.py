@@ -208,6 +208,50 @@ async def test_a_new_message_after_a_killed_step_keeps_its_finished_results():
     }
 
 
+class StallsBeforeClosing(InMemorySaver):
+    """Stores the model's answer as its task's pending write, then blocks the checkpoint that
+    would close the step: a process killed between the two."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled = asyncio.Event()
+        self._stall_next_put = False
+
+    async def aput_writes(self, config, writes, task_id, task_path=""):
+        await super().aput_writes(config, writes, task_id, task_path)
+        if not self.stalled.is_set() and any(
+            isinstance(m, AIMessage) for channel, value in writes if channel == "messages" for m in value
+        ):
+            self._stall_next_put = True
+
+    async def aput(self, config, checkpoint, metadata, new_versions):
+        if self._stall_next_put:
+            self._stall_next_put = False
+            self.stalled.set()
+            await asyncio.Event().wait()
+        return await super().aput(config, checkpoint, metadata, new_versions)
+
+
+async def test_an_answer_stored_but_its_step_not_closed_is_kept_by_the_next_turn():
+    """``next`` is empty once the model's task wrote its answer, yet the step is open (its
+    ``tasks``); new input would drop that pending answer unless the step is closed first."""
+    saver = StallsBeforeClosing()
+    model = ScriptedModel(replies=[Reply(text="the whole answer"), Reply(text="ok")])
+    graph = build_graph(model, tools=[], checkpointer=saver, settings=settings())
+    cut_off = asyncio.create_task(graph.ainvoke(ask("one"), config(), durability="sync"))
+    async with asyncio.timeout(GUARD_S):
+        await saver.stalled.wait()
+        cut_off.cancel()
+        await asyncio.gather(cut_off, return_exceptions=True)
+    left = await graph.aget_state(config())
+    assert left.tasks and not left.next, "the answer is written, its step not closed"
+
+    assert (await run(graph, ask("two"), config()))[-1].status == "done"
+    assert [m.text for m in model.seen[1]] == ["one", "the whole answer", "two"]
+    messages = (await graph.aget_state(config())).values["messages"]
+    assert [m.text for m in messages] == ["one", "the whole answer", "two", "ok"]
+
+
 async def test_resuming_with_a_command_does_not_settle():
     model = ScriptedModel(replies=[calls(("quick", {})), Reply(text="ok")])
     graph = build_graph(model, tools=[quick], checkpointer=InMemorySaver(), settings=settings())

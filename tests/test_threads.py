@@ -152,8 +152,9 @@ def test_the_threads_commands(tmp_path, monkeypatch):
 
 
 def test_resume_in_the_cli_finishes_a_run_that_stopped_mid_step(tmp_path, monkeypatch):
-    """A run abandoned while its tools were running (here: the consumer stopped reading) is
-    finished by ``agent-ng resume``; the crash across processes is in test_crash_resume."""
+    """A run abandoned once its tool calls were made (here: cut off outside ``stream``, as a
+    crash leaves it; a stopped ``stream`` settles the thread instead) is finished by
+    ``agent-ng resume``; the crash across processes is in test_crash_resume."""
     url = f"sqlite:///{tmp_path / 'resume.db'}"
     monkeypatch.setenv("AGENT_CHECKPOINT_URL", url)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -162,11 +163,13 @@ def test_resume_in_the_cli_finishes_a_run_that_stopped_mid_step(tmp_path, monkey
     async def start_and_abandon():
         async with open_checkpointer(url) as saver:
             graph = build_graph(checkpointer=saver, settings=Settings(checkpoint_url=url))
-            events = stream(graph, {"messages": [HumanMessage("what is 6*7?")]}, cfg("stopped"))
-            async for event in events:
-                if event.type == "tool_call":
+            parts = graph.astream(
+                {"messages": [HumanMessage("what is 6*7?")]}, cfg("stopped"), stream_mode="updates"
+            )
+            async for update in parts:
+                if "llm" in update:
                     break
-            await events.aclose()
+            await parts.aclose()
             return status_of(await graph.aget_state(cfg("stopped")))
 
     assert asyncio.run(start_and_abandon()) == "pending"
