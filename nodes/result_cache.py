@@ -65,7 +65,7 @@ class ResultCache:
     default_ttl_s: float
     clock: Callable[[], float] = field(default=time.time)
     """Wall-clock seconds; tests pass their own to move time without waiting."""
-    _flights: dict[str, asyncio.Future[str | None]] = field(default_factory=dict)
+    _flights: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     """Key -> the content its running call will store (``None`` if it stores none)."""
 
     async def __call__(self, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
