@@ -31,6 +31,7 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.tools import tool
 
+from bench.measure import free_port
 from graph.agent import build_graph
 from graph.events import stream
 from graph.settings import Settings
@@ -80,12 +81,6 @@ async def per_call_ms(target, n: int = CALLS) -> float:
         await target.ainvoke(call)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def mcp_costs() -> list[tuple[str, float]]:

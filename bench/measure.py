@@ -13,6 +13,7 @@ import gc
 import json
 import os
 import platform
+import socket
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -148,6 +149,13 @@ def rss_bytes() -> int:
     """Resident set size of this process, from ``/proc/self/statm``."""
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a server started in another process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def save_figure(fig: Any, directory: Path, name: str, dpi: int = 100) -> list[Path]:

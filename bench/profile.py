@@ -8,8 +8,8 @@
 
 The tools take no time here, so what is left is the framework's own work per token or per
 tool task. ``service`` samples the server process of ``bench.service`` with py-spy (from the
-outside, idle time left out) while the load client, a process of its own, runs one level. The findings in bench/README.md
-come from these.
+outside, idle time left out) while the load client, a process of its own, runs one level.
+The findings in bench/README.md come from these.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pstats
 import signal
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -79,17 +80,14 @@ def short(frame: str) -> str:
 def report(stacks: list[tuple[list[str], int]], top: int = 20) -> str:
     """Self time by owner, then the functions with the most self time, as shares of samples."""
     total = sum(count for _, count in stacks)
-    owners: dict[str, int] = {}
-    leaves: dict[str, int] = {}
+    owners: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
     for frames, count in stacks:
-        leaf = frames[-1]
-        owners[owner(frame_path(leaf))] = owners.get(owner(frame_path(leaf)), 0) + count
-        leaves[short(leaf)] = leaves.get(short(leaf), 0) + count
-    lines = [f"{total} samples of the server process while it was busy (py-spy, idle left out)",
-             "", "Self time by owner:"]
-    lines += [f"  {n / total:6.1%}  {name}" for name, n in sorted(owners.items(), key=lambda i: -i[1])[:top]]
-    lines += ["", "Functions with the most self time:"]
-    lines += [f"  {n / total:6.1%}  {name}" for name, n in sorted(leaves.items(), key=lambda i: -i[1])[:top]]
+        owners[owner(frame_path(frames[-1]))] += count
+        leaves[short(frames[-1])] += count
+    lines = [f"{total} samples of the server process while it was busy (py-spy, idle left out)"]
+    for title, counts in (("Self time by owner:", owners), ("Functions with the most self time:", leaves)):
+        lines += ["", title, *(f"  {n / total:6.1%}  {name}" for name, n in counts.most_common(top))]
     return "\n".join(lines)
 
 

@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -37,7 +36,7 @@ from time import perf_counter
 
 import httpx
 
-from bench.measure import Result, Table, median, rotated, save_figure
+from bench.measure import Result, Table, free_port, median, rotated, save_figure
 
 NAME = "service"
 RATE = 20.0
@@ -99,12 +98,6 @@ class Server:
     """How the load client talks to it (``bench.load_client``)."""
     url: str
     pid: int
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_ready(url: str, process: asyncio.subprocess.Process, log: Callable[[], str]) -> None:
