@@ -7,7 +7,6 @@ one) and that what they write can be read back, not how fast anything is.
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from bench.measure import Result, Table
 from bench.report import markdown, update_readme
 from bench.suite import MODULES, module, run_one
 from cli.main import app
+from tests.ports import free_port
 
 DATA_KEYS = {
     "streaming": {"tokens", "modes", "paths", "us_per_token_cpu", "ours_over_raw_us"},
@@ -139,9 +139,7 @@ async def test_load_client_counts_tokens_and_names_what_went_wrong():
     async with service.ours(tokens=3, rate=200.0) as server:
         whole = await load_client.main("ours", server.url, 2, 3)
         short = await load_client.main("ours", server.url, 1, 4)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    closed = f"http://127.0.0.1:{free_port()}"
     refused = await load_client.main("ours", closed, 1, 3)
 
     assert [s["error"] for s in whole["streams"]] == ["", ""]

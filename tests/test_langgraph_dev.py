@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,17 +21,13 @@ import httpx
 import pytest
 from langgraph_sdk import get_client
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_GUARD_S = 60
 RUN_GUARD_S = 30
 QUESTION = "what is 17*23 and how many primes are below 200000?"
 MODEL_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AGENT_OPENAI_API_KEY", "AGENT_OPENAI_BASE_URL")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -26,18 +25,13 @@ from langgraph.checkpoint.memory import InMemorySaver
 from graph.agent import build_graph
 from graph.events import AgentEvent, stream
 from graph.settings import Settings
+from tests.ports import free_port
 from tests.scripted_model import Reply, ScriptedModel, calls
 from tools.mcp_servers import McpConfigError, fraction, open_mcp_servers, read_config
 from tools.registry import builtin_tools, load_tools, source_of, spec_of
 
 GUARD_S = 20
 SERVER = str(Path(__file__).with_name("mcp_server.py"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

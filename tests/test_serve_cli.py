@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from tests.ports import free_port
 
 STARTUP_GUARD_S = 30
 MODEL_ENV = (
@@ -20,12 +21,6 @@ MODEL_ENV = (
     "AGENT_OPENAI_BASE_URL",
     "AGENT_API_KEY",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_agent_ng_serve_answers_a_run_with_two_tools_and_serves_the_page(tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 
 from tests.openai_server import Reply, ScriptedOpenAI, running_server
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = str(Path(__file__).with_name("mcp_server.py"))
@@ -130,12 +130,6 @@ def test_a_traced_run_reaches_an_otlp_collector_as_one_trace(tmp_path):
     with running_server(otlp_collector(received)) as base_url:
         call_ids = traced_ask(tmp_path, base_url.removesuffix("/v1"))
     check_trace(spans_from_otlp(received), call_ids)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
