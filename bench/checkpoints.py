@@ -10,7 +10,7 @@ One turn is model -> one tool -> model (three supersteps, four checkpoints with 
   "none", the same turn with the whole history as input).
 - Stored size of the 1,000-message thread with every checkpoint kept, and the size of its
   message list serialized once (what the newest checkpoint alone holds); then again after
-  pruning it to the default retention (``graph.retention``: the last 20 checkpoints), which is
+  pruning it to the default retention (``agent_ng.persistence.retention``: the last 20 checkpoints), which is
   what a thread keeps when each run prunes its thread as it ends.
 
 The savers are opened with retention off, so the threads grow as they would without it.
@@ -33,13 +33,13 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from bench.measure import Result, Table, median
-from bench.models import ToolTurnModel
-from bench.paths import bench_settings
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.events import stream
-from graph.retention import Retention, prune
+from agent_ng.bench.measure import Result, Table, median
+from agent_ng.bench.models import ToolTurnModel
+from agent_ng.bench.paths import bench_settings
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.retention import Retention, prune
 
 NAME = "checkpoints"
 POSTGRES_URL = os.environ.get(
@@ -274,7 +274,7 @@ async def run(size: str = "full") -> Result:
                 ]
                 for name in pruned
             ],
-            note="agent-ng prune, or each run's own prune when it ends (graph/retention.py)",
+            note="agent-ng prune, or each run's own prune when it ends (persistence/retention.py)",
         ),
     ]
     data: dict[str, Any] = {

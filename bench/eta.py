@@ -8,8 +8,8 @@ guess as it would be for a real tool. Calls run one turn each, the tools interle
 
 Estimators, each against the truth it predicts:
 
-- ``tool_start``: the tool's median recent duration (``nodes.eta``) against the call's duration;
-- ``progress p%``: the blend ``tools.progress.remaining_s`` reported at p% against the time the
+- ``tool_start``: the tool's median recent duration (``agent_ng.engine.eta``) against the call's duration;
+- ``progress p%``: the blend ``agent_ng.tools.progress.remaining_s`` reported at p% against the time the
   call really had left; beside it, from the same reports, pace alone and history alone, so the
   table shows what the blend buys.
 
@@ -27,14 +27,14 @@ from statistics import fmean
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 
-from bench.measure import Result, Table
-from bench.models import ToolTurnModel
-from bench.paths import bench_settings
-from graph.agent import build_graph
-from graph.events import stream
-from graph.tool_store import MemoryToolStore
-from tools import progress
-from tools.progress import remaining_s
+from agent_ng.bench.measure import Result, Table
+from agent_ng.bench.models import ToolTurnModel
+from agent_ng.bench.paths import bench_settings
+from agent_ng.engine.store import MemoryToolStore
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.tools import progress
+from agent_ng.tools.progress import remaining_s
 
 NAME = "eta"
 SEED = 6

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
 
-from bench.measure import Result, Table, median
-from bench.models import TokenModel
-from bench.paths import paths
-from graph.checkpoint import open_checkpointer
+from agent_ng.bench.measure import Result, Table, median
+from agent_ng.bench.models import TokenModel
+from agent_ng.bench.paths import paths
+from agent_ng.persistence.checkpoint import open_checkpointer
 
 NAME = "first_token"
 RAW = "raw model.astream"

@@ -1,6 +1,6 @@
 """What the MCP and tracing integrations cost: per MCP call, and per streamed token.
 
-    python -m bench.integrations            # prints two small tables
+    python -m agent_ng.bench.integrations            # prints two small tables
 
 1. One MCP call (the test server's ``echo`` over a kept stdio session, and over streamable
    HTTP) against the same function as a local tool, both through ``tool.ainvoke`` with a tool
@@ -31,12 +31,12 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.tools import tool
 
-from bench.measure import free_port
-from graph.agent import build_graph
-from graph.events import stream
-from graph.settings import Settings
-from graph.tracing import start_tracing
-from tools.mcp_servers import open_mcp_servers
+from agent_ng.bench.measure import free_port
+from agent_ng.engine.tracing import start_tracing
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.settings import Settings
+from agent_ng.tools.mcp_servers import open_mcp_servers
 
 SERVER = str(Path(__file__).resolve().parents[1] / "tests" / "mcp_server.py")
 CALLS = 300

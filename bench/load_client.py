@@ -1,6 +1,6 @@
 """The load client, a process of its own: K streams at once against a server, timed per token.
 
-    python -m bench.load_client ours|langgraph URL K TOKENS   # one JSON object on stdout
+    python -m agent_ng.bench.load_client ours|langgraph URL K TOKENS   # one JSON object on stdout
 
 It is not the bench process (and not the server's), so its CPU is its own and is reported:
 at high K a client on the same 2 cores can be what limits the numbers. To cost little per

@@ -18,7 +18,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,7 +59,7 @@ class Result:
     tables: list[Table]
     data: dict[str, Any]
     machine: dict[str, Any] = field(default_factory=lambda: machine())
-    started: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     duration_s: float = 0.0
     plots: list[str] = field(default_factory=list)
 

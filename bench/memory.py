@@ -28,12 +28,12 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import BaseTool, tool
 from langgraph.checkpoint.memory import InMemorySaver
 
-from bench.measure import Result, Table, median, rss_bytes
-from bench.models import ToolTurnModel
-from bench.paths import bench_settings
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.events import stream
+from agent_ng.bench.measure import Result, Table, median, rss_bytes
+from agent_ng.bench.models import ToolTurnModel
+from agent_ng.bench.paths import bench_settings
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.persistence.checkpoint import open_checkpointer
 
 NAME = "memory"
 SIDES = ("ours", "create_agent")
@@ -128,7 +128,7 @@ async def active_runs(side: str, runs: int, traced: bool) -> dict[str, float]:
 def rss_in_subprocess(side: str, runs: int) -> float:
     """Resident KB per run of ``side``, measured in a fresh interpreter."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench.memory", side, str(runs)],
+        [sys.executable, "-m", "agent_ng.bench.memory", side, str(runs)],
         capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])["rss_per_run_kb"]

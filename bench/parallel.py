@@ -27,12 +27,12 @@ from typing import Any
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import BaseTool, tool
 
-from bench.measure import Result, Table, median, rotated, save_figure
-from bench.models import ToolTurnModel
-from bench.paths import bench_settings
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.events import stream
+from agent_ng.bench.measure import Result, Table, median, rotated, save_figure
+from agent_ng.bench.models import ToolTurnModel
+from agent_ng.bench.paths import bench_settings
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.persistence.checkpoint import open_checkpointer
 
 NAME = "parallel"
 SEQUENTIAL = "sequential"

@@ -26,9 +26,9 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from graph.agent import build_graph
-from graph.events import stream
-from graph.settings import Settings
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.settings import Settings
 
 Reader = Callable[[], Awaitable[tuple[int, float | None]]]
 """Read one whole answer; return (text chunks seen, perf_counter of the first)."""
@@ -134,8 +134,8 @@ async def sse_path(model: BaseChatModel) -> AsyncIterator[Reader]:
     """Our SSE endpoint over ``model``, served by uvicorn on a free 127.0.0.1 port in this
     event loop and read by an httpx client: the whole path to a browser, both ends in this
     process (so its CPU time is the server's and the client's together)."""
-    from service.app import create_app
-    from service.settings import ServiceSettings
+    from agent_ng.service.app import create_app
+    from agent_ng.service.settings import ServiceSettings
 
     settings = ServiceSettings(checkpoint_url="memory://", cache_url="memory://", system_prompt="")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

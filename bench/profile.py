@@ -1,13 +1,13 @@
 """Where the time goes: profile one of our paths with pyinstrument (or cProfile without it).
 
-    python -m bench.profile streaming    # our AgentEvent stream, 5,000 tokens, GC off
-    python -m bench.profile parallel     # ours at limit 16, 16 instant tools, in-memory saver
-    python -m bench.profile parallel --peer   # the same work through create_agent
-    python -m bench.profile service --k 300   # the server (its own process) under 300 streams
-    python -m bench.profile service --k 300 --tokens 1   # ... each one token: a run's fixed cost
+    python -m agent_ng.bench.profile streaming    # our AgentEvent stream, 5,000 tokens, GC off
+    python -m agent_ng.bench.profile parallel     # ours at limit 16, 16 instant tools, in-memory saver
+    python -m agent_ng.bench.profile parallel --peer   # the same work through create_agent
+    python -m agent_ng.bench.profile service --k 300   # the server (its own process) under 300 streams
+    python -m agent_ng.bench.profile service --k 300 --tokens 1   # ... each one token: a run's fixed cost
 
 The tools take no time here, so what is left is the framework's own work per token or per
-tool task. ``service`` samples the server process of ``bench.service`` with py-spy (from the
+tool task. ``service`` samples the server process of ``agent_ng.bench.service`` with py-spy (from the
 outside, idle time left out) while the load client, a process of its own, runs one level.
 The findings in bench/README.md come from these.
 """
@@ -29,10 +29,10 @@ from typing import Any
 
 from langgraph.checkpoint.memory import InMemorySaver
 
-from bench import service
-from bench.models import TokenModel
-from bench.parallel import PEER, await_tool, sides
-from bench.paths import paths
+from agent_ng.bench import service
+from agent_ng.bench.models import TokenModel
+from agent_ng.bench.parallel import PEER, await_tool, sides
+from agent_ng.bench.paths import paths
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,7 +136,7 @@ async def profile(name: str, peer: bool, runs: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m agent_ng.bench.profile", description=__doc__)
     parser.add_argument("name", choices=["streaming", "parallel", "service"])
     parser.add_argument("--peer", action="store_true", help="profile create_agent instead")
     parser.add_argument("--runs", type=int, default=20)

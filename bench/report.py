@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from bench.measure import Result, Table
+from agent_ng.bench.measure import Result, Table
 
 README = Path(__file__).parent / "README.md"
 

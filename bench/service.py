@@ -1,11 +1,11 @@
 """Benchmark 5: K concurrent SSE streams against a server, a model emitting 20 tokens/s.
 
-Three processes: the server, the load client (``bench.load_client``) and this one, which only
+Three processes: the server, the load client (``agent_ng.bench.load_client``) and this one, which only
 starts them and samples the server's CPU and resident memory from /proc every 50 ms.
 
-- **ours**: ``agent-ng serve``'s app (``bench.service_server``: one uvicorn worker on a free
+- **ours**: ``agent-ng serve``'s app (``agent_ng.bench.service_server``: one uvicorn worker on a free
   127.0.0.1 port, in-memory saver and tool store, the paced bench model).
-- **langgraph dev**: the same graph (``bench.studio_load``) under ``langgraph dev`` (in-memory
+- **langgraph dev**: the same graph (``agent_ng.bench.studio_load``) under ``langgraph dev`` (in-memory
   runtime, one worker), with ``--n-jobs-per-worker`` at its largest K so it runs every stream
   at once as ours does (its default, 10, would queue the rest), logs at WARNING as ours. It
   runs the levels up to ``peer_max_k`` (300): beyond, one level takes longer than the suite's
@@ -36,7 +36,7 @@ from time import perf_counter
 
 import httpx
 
-from bench.measure import Result, Table, free_port, median, rotated, save_figure
+from agent_ng.bench.measure import Result, Table, free_port, median, rotated, save_figure
 
 NAME = "service"
 RATE = 20.0
@@ -95,7 +95,7 @@ def rss_mb(pid: int) -> float:
 class Server:
     name: str
     protocol: str
-    """How the load client talks to it (``bench.load_client``)."""
+    """How the load client talks to it (``agent_ng.bench.load_client``)."""
     url: str
     pid: int
 
@@ -126,13 +126,13 @@ async def stop(process: asyncio.subprocess.Process) -> None:
 @asynccontextmanager
 async def ours(tokens: int, rate: float) -> AsyncIterator[Server]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.service_server", str(tokens), str(rate),
+        sys.executable, "-m", "agent_ng.bench.service_server", str(tokens), str(rate),
         stdout=asyncio.subprocess.PIPE, start_new_session=True,
     )
     try:
         line = await asyncio.wait_for(process.stdout.readline(), STARTUP_GUARD_S)
         if not line.strip():
-            raise RuntimeError("bench.service_server exited before it bound a port (see its stderr)")
+            raise RuntimeError("agent_ng.bench.service_server exited before it bound a port (see its stderr)")
         url = f"http://127.0.0.1:{int(line)}"
         await wait_ready(f"{url}/healthz", process, lambda: "")
         yield Server("ours (agent-ng serve)", "ours", url, process.pid)
@@ -147,7 +147,7 @@ async def langgraph_dev(tokens: int, rate: float, jobs: int) -> AsyncIterator[Se
         config = Path(scratch, "langgraph.json")
         repo = Path(__file__).resolve().parents[1]
         config.write_text(json.dumps(
-            {"dependencies": [str(repo)], "graphs": {"agent": "bench.studio_load:graph"}}
+            {"dependencies": [str(repo)], "graphs": {"agent": "agent_ng.bench.studio_load:graph"}}
         ))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENT_"))}
         env |= {"BENCH_TOKENS": str(tokens), "BENCH_RATE": str(rate), "LOG_LEVEL": "WARNING",
@@ -172,7 +172,7 @@ async def level(server: Server, k: int, tokens: int) -> dict:
     """One load level: the client's K streams, the server sampled until the client exits."""
     cpu0, t0, peak = cpu_s(server.pid), perf_counter(), rss_mb(server.pid)
     client = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.load_client", server.protocol, server.url, str(k),
+        sys.executable, "-m", "agent_ng.bench.load_client", server.protocol, server.url, str(k),
         str(tokens), stdout=asyncio.subprocess.PIPE,
     )
     output = asyncio.ensure_future(client.communicate())

@@ -1,8 +1,8 @@
-"""The service under load, in its own process: ``python -m bench.service_server TOKENS RATE``.
+"""The service under load, in its own process: ``python -m agent_ng.bench.service_server TOKENS RATE``.
 
-The app ``agent-ng serve`` runs (``service.app.create_app``, one uvicorn worker, in-memory
+The app ``agent-ng serve`` runs (``agent_ng.service.app.create_app``, one uvicorn worker, in-memory
 saver and tool store) over the bench's paced model instead of a real one, with the collector
-tuned as the ``agent-ng`` command tunes it (``graph.collector``). It binds a free
+tuned as the ``agent-ng`` command tunes it (``agent_ng.collector``). It binds a free
 loopback port itself and prints it on one line, so the benchmark can read it without a race,
 then serves until terminated. Its own process, so its CPU and memory are the server's alone.
 """
@@ -14,10 +14,10 @@ import sys
 
 import uvicorn
 
-from bench.models import TokenModel
-from graph.collector import tune_collector
-from service.app import create_app
-from service.settings import ServiceSettings
+from agent_ng.bench.models import TokenModel
+from agent_ng.collector import tune_collector
+from agent_ng.service.app import create_app
+from agent_ng.service.settings import ServiceSettings
 
 
 def main(tokens: int, rate: float) -> None:

@@ -15,10 +15,10 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from bench.measure import Result, Table, Timing, median, timed
-from bench.models import TokenModel
-from bench.paths import SSE, paths, sse_path
-from graph.collector import THRESHOLDS, tune_collector
+from agent_ng.bench.measure import Result, Table, Timing, median, timed
+from agent_ng.bench.models import TokenModel
+from agent_ng.bench.paths import SSE, paths, sse_path
+from agent_ng.collector import THRESHOLDS, tune_collector
 
 NAME = "streaming"
 RAW = "raw model.astream"
@@ -45,7 +45,7 @@ SIZES = {
 
 def set_gc(mode: str) -> None:
     """``default``: Python's; ``freeze``: ``gc.freeze()`` after start-up; ``agent-ng``: what the
-    command does (``graph.collector``: freeze and higher thresholds); ``off``: ``gc.disable()``
+    command does (``agent_ng.collector``: freeze and higher thresholds); ``off``: ``gc.disable()``
     (the reference, not advice)."""
     gc.unfreeze()
     gc.enable()
@@ -131,7 +131,7 @@ async def measure(spec: Size, size: str, sides: dict[int, dict]) -> Result:
             for n in spec.tokens
         ],
         note=f"freeze = gc.freeze() after start-up; agent-ng = freeze and gc.set_threshold{THRESHOLDS} "
-        "(graph.collector, what the agent-ng command does); off = gc.disable(), the reference.",
+        "(agent_ng.collector, what the agent-ng command does); off = gc.disable(), the reference.",
     )
     data: dict[str, Any] = {
         "tokens": list(spec.tokens),

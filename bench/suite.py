@@ -15,8 +15,8 @@ from types import ModuleType
 
 from rich.console import Console
 
-from bench.measure import RESULTS_DIR, Result, save
-from bench.report import show, update_readme
+from agent_ng.bench.measure import RESULTS_DIR, Result, save
+from agent_ng.bench.report import show, update_readme
 
 MODULES = ("streaming", "first_token", "parallel", "checkpoints", "memory", "eta", "service")
 
@@ -24,7 +24,7 @@ MODULES = ("streaming", "first_token", "parallel", "checkpoints", "memory", "eta
 def module(name: str) -> ModuleType:
     if name not in MODULES:
         raise ValueError(f"unknown benchmark {name!r}; choose from {', '.join(MODULES)}")
-    return importlib.import_module(f"bench.{name}")
+    return importlib.import_module(f"agent_ng.bench.{name}")
 
 
 def run_one(

@@ -23,7 +23,7 @@ def bench(
     ] = False,
 ) -> None:
     """Measure streaming cost, first-token time, parallel tools, checkpoints and memory."""
-    from bench.suite import module, run
+    from agent_ng.bench.suite import module, run
 
     for name in names or []:
         try:

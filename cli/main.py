@@ -21,20 +21,20 @@ from langchain_core.messages import HumanMessage
 from rich.console import Console
 from rich.live import Live
 
-from cli import prune, threads
-from cli.approvals import settle
-from cli.bench import bench
-from cli.serve import serve
-from cli.stats import stats
-from cli.tools import list_tools
-from cli.view import PlainView, TurnView
-from graph.agent import open_agent
-from graph.collector import tune_collector
-from graph.events import AgentEvent, stream
-from graph.settings import Settings
-from graph.thread_lock import ThreadBusyError
-from graph.threads import UnfinishedRunError, thread_status
-from tools.registry import McpConfigError
+from agent_ng.cli import prune, threads
+from agent_ng.cli.approvals import settle
+from agent_ng.cli.bench import bench
+from agent_ng.cli.serve import serve
+from agent_ng.cli.stats import stats
+from agent_ng.cli.tools import list_tools
+from agent_ng.cli.view import PlainView, TurnView
+from agent_ng.collector import tune_collector
+from agent_ng.graph.agent import open_agent
+from agent_ng.graph.events import AgentEvent, stream
+from agent_ng.persistence.thread_lock import ThreadBusyError
+from agent_ng.persistence.threads import UnfinishedRunError, thread_status
+from agent_ng.settings import Settings
+from agent_ng.tools.registry import McpConfigError
 
 app = typer.Typer(help="A LangGraph agent that shows everything as it happens.", no_args_is_help=True)
 

@@ -3,7 +3,7 @@
     agent-ng prune                       # AGENT_RETENTION_KEEP_CHECKPOINTS / _THREAD_TTL_S
     agent-ng prune --keep 5 --idle-days 30
 
-Runs also prune their own thread when they end (``graph.retention``); this is for threads
+Runs also prune their own thread when they end (``agent_ng.persistence.retention``); this is for threads
 written before, by other processes, or for deleting idle threads now.
 """
 
@@ -14,9 +14,9 @@ from typing import Annotated
 
 import typer
 
-from graph.checkpoint import open_checkpointer
-from graph.retention import PruneReport, Retention, prune
-from graph.settings import Settings
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.retention import PruneReport, Retention, prune
+from agent_ng.settings import Settings
 
 OFF = Retention(keep_checkpoints=0, thread_ttl_s=0)
 

@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from tools.registry import McpConfigError, mcp_servers
+from agent_ng.graph.toolset import mcp_servers
+from agent_ng.tools.registry import McpConfigError
 
 
 def serve(
@@ -23,8 +24,8 @@ def serve(
     try:
         import uvicorn
 
-        from service.app import create_app
-        from service.settings import ServiceSettings
+        from agent_ng.service.app import create_app
+        from agent_ng.service.settings import ServiceSettings
     except ImportError as e:
         raise typer.BadParameter(
             f"the service needs its extra ({e.name} is missing): pip install 'agent-ng[service]'"

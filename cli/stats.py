@@ -13,9 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from graph.settings import Settings
-from graph.tool_store import open_tool_store
-from nodes.tool_stats import ToolStats, prometheus_text, tool_stats
+from agent_ng.engine.stores import open_tool_store
+from agent_ng.engine.tool_stats import ToolStats, prometheus_text, tool_stats
+from agent_ng.settings import Settings
 
 
 def stats(

@@ -21,18 +21,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.offline import OfflineChatModel
-from graph.settings import Settings
-from graph.thread_lock import ThreadBusyError
-from graph.threads import (
+from agent_ng.graph.agent import build_graph
+from agent_ng.models.offline import OfflineChatModel
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.thread_lock import ThreadBusyError
+from agent_ng.persistence.threads import (
     ThreadNotFoundError,
     delete_thread,
     fork_thread,
     list_threads,
     show_thread,
 )
+from agent_ng.settings import Settings
 
 app = typer.Typer(help="List, show, fork and delete threads.", no_args_is_help=True)
 T = TypeVar("T")

@@ -16,8 +16,9 @@ from langchain_core.tools import BaseTool
 from rich.console import Console
 from rich.table import Table
 
-from graph.settings import Settings
-from tools.registry import builtin_tools, source_of, spec_of
+from agent_ng.graph.toolset import builtin_tools
+from agent_ng.settings import Settings
+from agent_ng.tools.registry import source_of, spec_of
 
 
 def list_tools() -> None:
@@ -42,7 +43,7 @@ async def inventory(settings: Settings) -> tuple[list[BaseTool], dict[str, str]]
     """The tools a run would get, and the MCP servers that did not start (with why)."""
     if settings.mcp_config is None:
         return builtin_tools(settings), {}
-    from tools.mcp_servers import open_mcp_servers
+    from agent_ng.tools.mcp_servers import open_mcp_servers
 
     async with open_mcp_servers(settings.mcp_config) as servers:
         return [*builtin_tools(settings), *servers.tools], servers.failures
@@ -51,12 +52,12 @@ async def inventory(settings: Settings) -> tuple[list[BaseTool], dict[str, str]]
 async def recent_timings(settings: Settings) -> dict[str, str]:
     """``p50 / p95 / max`` per tool from the tool engine's stats store; empty without it.
 
-    The hook for the tool engine's store (``graph.tool_store`` and ``nodes.tool_stats``):
+    The hook for the tool engine's store (``agent_ng.engine.store`` and ``agent_ng.engine.tool_stats``):
     where those modules are not installed yet, there are no timings to show.
     """
     try:
-        from graph.tool_store import open_tool_store
-        from nodes.tool_stats import tool_stats
+        from agent_ng.engine.stores import open_tool_store
+        from agent_ng.engine.tool_stats import tool_stats
     except ImportError:
         return {}
     async with open_tool_store(settings.cache_url) as store:

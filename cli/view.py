@@ -17,7 +17,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from graph.events import AgentEvent
+from agent_ng.graph.events import AgentEvent
 
 
 @dataclass

@@ -5,7 +5,7 @@
 
 When the model asks for several tools, each call becomes its own task in one superstep, so
 they run in parallel (at most ``max_concurrency`` at once), and each result is streamed and
-checkpointed the moment its tool finishes. ``graph.studio`` holds the graph that
+checkpointed the moment its tool finishes. ``agent_ng.graph.studio`` holds the graph that
 ``langgraph.json`` names, compiled without a checkpointer: the LangGraph platform brings its own.
 """
 
@@ -24,22 +24,20 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 
-from graph.checkpoint import open_checkpointer
-from graph.models import chat_model
-from graph.settings import Settings
-from graph.state import AgentState
-from graph.tool_store import MemoryToolStore, ToolStore, open_tool_store
-from graph.tracing import tracing_wrappers
-from nodes.approval import require_approval
-from nodes.concurrency import GroupLimits, group_limits_of
-from nodes.engine import engine_wrappers
-from nodes.llm import make_llm_node
-from nodes.memory import make_memory
-from nodes.tool_calls import ToolCallWrapper, make_tool_node
-from tools.registry import adapt_all, builtin_tools, load_tools
-
-LLM = "llm"
-TOOLS = "tools"
+from agent_ng.engine.chain import group_limits_of, tool_call_chain
+from agent_ng.engine.concurrency import GroupLimits
+from agent_ng.engine.store import MemoryToolStore, ToolStore
+from agent_ng.engine.stores import open_tool_store
+from agent_ng.engine.tool_calls import ToolCallWrapper, make_tool_node
+from agent_ng.graph.toolset import builtin_tools, load_tools
+from agent_ng.models.chat import chat_model
+from agent_ng.nodes import LLM, TOOLS
+from agent_ng.nodes.llm import make_llm_node
+from agent_ng.nodes.memory import make_memory
+from agent_ng.nodes.state import AgentState
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.settings import Settings
+from agent_ng.tools.registry import adapt_all
 
 
 async def route_tool_calls(state: AgentState) -> list[Send] | Literal["llm", "__end__"]:
@@ -67,8 +65,8 @@ def build_graph(
     tool_wrappers: Sequence[ToolCallWrapper] | None = None,
     tool_store: ToolStore | None = None,
 ) -> CompiledStateGraph:
-    """The agent graph. Tool calls go through ``tool_wrappers`` if given, else through the
-    tool engine (``nodes.engine``) over ``tool_store`` (default: one in memory)."""
+    """The agent graph. Tool calls go through the chain of ``agent_ng.engine.chain``, over
+    ``tool_store`` (default: one in memory); ``tool_wrappers`` replace the engine's part of it."""
     settings = settings or Settings()
     model = model or chat_model(settings)
     tools = adapt_all(builtin_tools(settings) if tools is None else tools)
@@ -86,11 +84,8 @@ def build_graph(
             ),
         ),
     )
-    if tool_wrappers is None:
-        store = tool_store or MemoryToolStore(settings.cache_max_entries)
-        tool_wrappers = engine_wrappers(settings, store)
-    wrappers = [*tracing_wrappers(settings), require_approval, *tool_wrappers]
-    builder.add_node(TOOLS, make_tool_node(tools, wrappers))
+    store = tool_store or MemoryToolStore(settings.cache_max_entries)
+    builder.add_node(TOOLS, make_tool_node(tools, tool_call_chain(settings, store, tool_wrappers)))
     builder.add_edge(START, LLM)
     builder.add_conditional_edges(LLM, route_tool_calls, [TOOLS, LLM, END])
     builder.add_edge(TOOLS, LLM)

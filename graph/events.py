@@ -37,11 +37,12 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import Command
 
-from graph.settle import SUPERSEDED, settle
-from graph.thread_lock import hold_thread
-from nodes.llm import STEP_LIMIT_REASON
-from nodes.tool_calls import SHOWN_RESULTS, preview
-from tools.progress import EVENT_KEY
+from agent_ng.engine.tool_calls import SHOWN_RESULTS, preview
+from agent_ng.graph.settle import SUPERSEDED, settle
+from agent_ng.nodes import LLM
+from agent_ng.nodes.llm import STEP_LIMIT_REASON
+from agent_ng.persistence.thread_lock import hold_thread
+from agent_ng.tools.progress import EVENT_KEY
 
 EventType = Literal[
     "run_start",
@@ -57,7 +58,6 @@ EventType = Literal[
 ]
 RunStatus = Literal["done", "max_steps", "interrupted", "cancelled", "error"]
 
-LLM_NODE = "llm"
 STREAM_MODES = ["messages", "custom", "updates"]
 
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -143,7 +143,7 @@ class _Run:
 
     def _from_message(self, message: BaseMessage, metadata: dict[str, Any]) -> list[AgentEvent]:
         node = metadata.get("langgraph_node")
-        if node != LLM_NODE or not isinstance(message, AIMessage):
+        if node != LLM or not isinstance(message, AIMessage):
             return []
         text = message.text
         if not text:
@@ -164,7 +164,7 @@ class _Run:
             if node == "__interrupt__":
                 self.status = "interrupted"
                 events += [self.event("interrupt", value=i.value, interrupt_id=i.id) for i in update]
-            elif node == LLM_NODE and update:
+            elif node == LLM and update:
                 self.shown, self.shown_id = [], None
                 events += self._from_model_turn(newest_answer(update["messages"]))
         return events
@@ -205,13 +205,13 @@ async def stream(
     ``input=None`` continues the thread from its checkpoint (LangGraph's convention), as does a
     ``Command(resume=...)``. Extra keyword arguments go to ``graph.astream`` (``context``,
     ``durability``...). A graph error yields ``run_end`` with ``status="error"`` and is then
-    raised; so does ``ThreadBusyError`` when another run holds the thread (``graph.thread_lock``).
+    raised; so does ``ThreadBusyError`` when another run holds the thread (``agent_ng.persistence.thread_lock``).
 
     Durability defaults to ``"sync"``: each step's checkpoint is stored before its tools start,
     and each tool's result as it finishes, so a run killed mid-step resumes with only the
     unfinished tools.
 
-    A stop keeps what the consumer saw (``graph.settle``): when the consumer is cancelled or
+    A stop keeps what the consumer saw (``agent_ng.graph.settle``): when the consumer is cancelled or
     closes the stream mid-run, the text streamed so far and every finished tool result are
     stored, the unfinished calls get "cancelled" results, and the thread is left idle; the
     cancellation then goes on. New messages on a thread whose run did not finish (waiting for
@@ -249,7 +249,7 @@ async def stream(
 
 def newest_answer(messages: list[BaseMessage]) -> list[BaseMessage]:
     """The model's answer and what follows it; before it, a model turn that repaired the
-    thread (``nodes.llm``) carries the whole stored history again."""
+    thread (``agent_ng.nodes.llm``) carries the whole stored history again."""
     last = next((i for i in range(len(messages) - 1, -1, -1) if isinstance(messages[i], AIMessage)), 0)
     return messages[last:]
 

@@ -11,10 +11,10 @@ in the same place when a new user message comes instead of the answer.
 - the model text already streamed (``partial``) is stored as the model's answer;
 - each finished tool call keeps its result, also one shown to the consumer whose task the stop
   cancelled while the wrappers outside ``Lifecycle`` were still busy with it; each unfinished one gets an explicit error result
-  (``text``: cancelled, or not completed), so the history keeps its rule (``graph.history``);
+  (``text``: cancelled, or not completed), so the history keeps its rule (``agent_ng.nodes.history``);
 - the pending step is cleared, so the thread is idle and the next turn starts from it.
 
-``graph.events.stream`` calls it itself, shielded, when its consumer stops (cancelled or
+``agent_ng.graph.events.stream`` calls it itself, shielded, when its consumer stops (cancelled or
 closed) and before new input on a thread with a pending step; it writes nothing when the
 thread has no pending step.
 
@@ -32,15 +32,14 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.constants import END
 from langgraph.pregel import Pregel
 
-from graph.history import not_completed, unanswered
+from agent_ng.nodes import LLM, TOOLS
+from agent_ng.nodes.history import not_completed, unanswered
 
 CANCELLED = "Error: cancelled: the run was stopped before this tool finished."
 SUPERSEDED = (
     "Error: not completed: the user sent a new message before this call finished "
     "(it was waiting for approval, or its run was stopped)."
 )
-LLM = "llm"
-TOOLS = "tools"
 
 
 async def settle(
@@ -53,7 +52,7 @@ async def settle(
 ) -> list[AnyMessage]:
     """Store what the unfinished step produced, close its tool calls, and clear it.
 
-    ``shown``: results the consumer saw by tool call id (``nodes.tool_calls.SHOWN_RESULTS``);
+    ``shown``: results the consumer saw by tool call id (``agent_ng.engine.tool_calls.SHOWN_RESULTS``);
     they count as finished even when the stop cancelled their task before LangGraph stored them.
 
     Returns the messages written (none when the thread had no pending step).

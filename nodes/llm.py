@@ -9,11 +9,11 @@ It also keeps two promises the graph relies on:
 - a tool call whose arguments the model garbled (``invalid_tool_calls``) gets an error
   ``ToolMessage`` at once, so the history stays valid and the model can try again.
 
-The history is checked against its rule (``graph.history``) first: a thread broken by an older
+The history is checked against its rule (``agent_ng.nodes.history``) first: a thread broken by an older
 version or by hand is repaired with explicit "not completed" results, and the repaired history
 is stored, so the model is never sent a tool call without its result.
 
-What the model is sent comes from ``memory`` (``nodes.memory``: the history trimmed to a token
+What the model is sent comes from ``memory`` (``agent_ng.nodes.memory``: the history trimmed to a token
 budget); the stored history is not cut.
 """
 
@@ -38,9 +38,9 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
-from graph.history import repair, violations
-from graph.state import AgentState
-from nodes.memory import Memory, Recall
+from agent_ng.nodes.history import repair, violations
+from agent_ng.nodes.memory import Memory, Recall
+from agent_ng.nodes.state import AgentState
 
 log = logging.getLogger("agent_ng")
 

@@ -38,7 +38,7 @@ from langchain_core.messages import (
 from langchain_core.messages.utils import count_tokens_approximately
 from langgraph.constants import TAG_NOSTREAM
 
-from graph.state import AgentState
+from agent_ng.nodes.state import AgentState
 
 log = logging.getLogger("agent_ng")
 

@@ -60,8 +60,8 @@ from ag_ui.encoder import EventEncoder
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
-from graph.events import AgentEvent
-from service.inputs import check_question, check_thread_id, invalid
+from agent_ng.graph.events import AgentEvent
+from agent_ng.service.inputs import check_question, check_thread_id, invalid
 
 ACTIVITY_TYPE = "tool_progress"
 TOOL_EXECUTION = {"tool_start", "tool_progress", "tool_result", "tool_complete", "tool_error"}

@@ -1,8 +1,8 @@
 """The FastAPI app: the graph built once at start-up, its runs, threads, health, metrics and page.
 
-    uvicorn --factory service.app:create_app        # or: agent-ng serve
+    uvicorn --factory agent_ng.service.app:create_app        # or: agent-ng serve
 
-The lifespan opens the agent as the CLI does (``graph.agent.open_agent``): the checkpointer
+The lifespan opens the agent as the CLI does (``agent_ng.graph.agent.open_agent``): the checkpointer
 (``AGENT_CHECKPOINT_URL``), the tool store (``AGENT_CACHE_URL``) and the built-in plus MCP
 tools; every request shares that graph. ``/metrics`` adds the tool engine's figures (per-tool
 stats from the store, concurrency groups) to the service's own run counters.
@@ -40,16 +40,16 @@ from langchain_core.tools import BaseTool
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from graph.agent import open_agent
-from graph.threads import UnfinishedRunError
-from service import agui, runs, threads
-from service.inputs import limit_body
-from nodes.tool_stats import ToolStatsCollector, tool_stats
-from service.metrics import GroupLimitsCollector, Metrics
-from service.runner import Runner
-from service.background import BackgroundRuns
-from service.event_log import EventLog, MemoryEventLog, RedisEventLog
-from service.settings import ServiceSettings
+from agent_ng.engine.tool_stats import ToolStatsCollector, tool_stats
+from agent_ng.graph.agent import open_agent
+from agent_ng.persistence.threads import UnfinishedRunError
+from agent_ng.service import agui, runs, threads
+from agent_ng.service.background import BackgroundRuns
+from agent_ng.service.event_log import EventLog, MemoryEventLog, RedisEventLog
+from agent_ng.service.inputs import limit_body
+from agent_ng.service.metrics import GroupLimitsCollector, Metrics
+from agent_ng.service.runner import Runner
+from agent_ng.service.settings import ServiceSettings
 
 STATIC = Path(__file__).parent / "static"
 
@@ -65,7 +65,7 @@ def create_app(
 ) -> FastAPI:
     """The service; ``model`` and ``tools`` default to the agent's own (as in ``build_graph``).
 
-    ``collectors`` are extra Prometheus collectors shown on ``/metrics`` (see ``service.metrics``).
+    ``collectors`` are extra Prometheus collectors shown on ``/metrics`` (see ``agent_ng.service.metrics``).
     """
     settings = settings or ServiceSettings()
 

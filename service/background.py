@@ -1,11 +1,11 @@
 """Runs that go on without a client: each one a task writing its events to the event log.
 
 Every run the service streams is started here, so its events outlive the connection that
-asked for it: the client reads them back from the log (``service.event_log``), and so can a
+asked for it: the client reads them back from the log (``agent_ng.service.event_log``), and so can a
 client that joins later or reconnects. A run is cancelled by ``cancel`` (the cancel route, or
 a streaming client that went away with ``on_disconnect="cancel"``), or by another replica's
 cancel route through the log (``listen``); it then settles as any stop does
-(``service.runner``) and its log ends with ``run_end`` status ``cancelled``.
+(``agent_ng.service.runner``) and its log ends with ``run_end`` status ``cancelled``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
-from graph.events import AgentEvent
-from service.event_log import EventLog
-from service.runner import Runner
+from agent_ng.graph.events import AgentEvent
+from agent_ng.service.event_log import EventLog
+from agent_ng.service.runner import Runner
 
 log = logging.getLogger("agent_ng.service")
 

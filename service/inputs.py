@@ -13,7 +13,7 @@ from fastapi import HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.settings import ServiceSettings
+from agent_ng.service.settings import ServiceSettings
 
 THREAD_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 ThreadId = Annotated[

@@ -24,8 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from graph.events import AgentEvent
-from nodes.concurrency import GroupLimits
+from agent_ng.engine.concurrency import GroupLimits
+from agent_ng.graph.events import AgentEvent
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 

@@ -1,6 +1,6 @@
 """Runs as the service makes them: one at a time per thread, counted, and settled if cut off.
 
-``Runner.events`` is ``graph.events.stream`` plus what a server needs around it:
+``Runner.events`` is ``agent_ng.graph.events.stream`` plus what a server needs around it:
 
 - a second run on a busy thread waits for the first to end (LangGraph's "enqueue" strategy),
   so two runs never write the same thread at once;
@@ -10,7 +10,7 @@
 - every event feeds the metrics;
 - when the consumer goes away (the client disconnected, so the response closes the stream or
   cancels it), the graph run is cancelled, its running tools with it, and ``stream`` settles
-  the thread (``graph.settle``) under a shield, so the next run finds a valid history.
+  the thread (``agent_ng.graph.settle``) under a shield, so the next run finds a valid history.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import anyio
 from langchain_core.messages import HumanMessage
 from langgraph.pregel import Pregel
 
-from graph.events import AgentEvent, stream
-from graph.threads import UnfinishedRunError, thread_status
-from service.metrics import Metrics
+from agent_ng.graph.events import AgentEvent, stream
+from agent_ng.persistence.threads import UnfinishedRunError, thread_status
+from agent_ng.service.metrics import Metrics
 
 log = logging.getLogger("agent_ng.service")
 

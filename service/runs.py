@@ -14,7 +14,7 @@ an ``id`` (``<run_id>:<cursor>``, increasing within the run)::
 | ``GET /threads/{id}/runs/{run_id}/stream`` | join: from the start (or ``Last-Event-ID``), live |
 | ``POST /threads/{id}/runs/{run_id}/cancel`` | cancel: 200 once settled, 202 if on another replica |
 
-Every run is a task writing to the event log (``service.background``); a stream reads the log,
+Every run is a task writing to the event log (``agent_ng.service.background``); a stream reads the log,
 so a reconnect gets exactly the events it missed. A streaming client that goes away cancels
 its run (``on_disconnect: "cancel"``, the default) or leaves it going (``"continue"``). An idle
 stream gets a keep-alive comment every ``AGENT_SSE_PING_S`` seconds. A question on a thread
@@ -29,9 +29,9 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from service.background import BackgroundRuns
-from service.event_log import END, Entry, event_id, event_json, parse_event_id
-from service.inputs import RunRequest, ThreadId, check_question, invalid
+from agent_ng.service.background import BackgroundRuns
+from agent_ng.service.event_log import END, Entry, event_id, event_json, parse_event_id
+from agent_ng.service.inputs import RunRequest, ThreadId, check_question, invalid
 
 router = APIRouter()
 

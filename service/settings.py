@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from graph.settings import Settings
+from agent_ng.settings import Settings
 
 
 class ServiceSettings(Settings):

@@ -1,7 +1,7 @@
 """The threads the agent keeps: list them, read one's messages or checkpoints, delete one.
 
 Threads live in the graph's checkpointer, which has no "list threads" call; the thread ids
-come from ``graph.threads`` (the CLI's ``agent-ng threads`` reads them the same way), and
+come from ``agent_ng.persistence.threads`` (the CLI's ``agent-ng threads`` reads them the same way), and
 deleting goes through it too, so a thread another process is running is refused there as here.
 """
 
@@ -14,10 +14,10 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel
 
-import graph.threads as stored
-from graph.thread_lock import ThreadBusyError
-from graph.threads import thread_config
-from service.inputs import ThreadId
+import agent_ng.persistence.threads as stored
+from agent_ng.persistence.thread_lock import ThreadBusyError
+from agent_ng.persistence.threads import thread_config
+from agent_ng.service.inputs import ThreadId
 
 router = APIRouter(prefix="/threads")
 

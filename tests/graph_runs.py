@@ -8,8 +8,8 @@ from collections import defaultdict
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool, tool
 
-from graph.events import AgentEvent, stream
-from graph.settings import Settings
+from agent_ng.graph.events import AgentEvent, stream
+from agent_ng.settings import Settings
 
 GUARD_S = 10
 """Bound on any wait that would hang if the claim under test were false."""

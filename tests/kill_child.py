@@ -20,13 +20,13 @@ from pathlib import Path
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.events import stream
-from graph.settings import Settings
-from graph.tool_store import open_tool_store
+from agent_ng.engine.stores import open_tool_store
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.settings import Settings
+from agent_ng.tools import progress
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tools import progress
 
 
 def note(log: Path, line: str) -> None:

@@ -13,12 +13,12 @@ import sys
 
 from langchain_core.messages import HumanMessage
 
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.events import stream
-from graph.offline import OfflineChatModel
-from graph.settings import Settings
-from graph.thread_lock import ThreadBusyError
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.models.offline import OfflineChatModel
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.thread_lock import ThreadBusyError
+from agent_ng.settings import Settings
 
 
 async def main(url: str, thread: str) -> None:

@@ -16,11 +16,11 @@ import sys
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.events import stream
-from graph.retention import Retention
-from graph.settings import Settings
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.retention import Retention
+from agent_ng.settings import Settings
 from tests.scripted_model import Reply, ScriptedModel, calls
 
 

@@ -13,15 +13,15 @@ from ag_ui_validate.protocol.jsonpatch import PatchOk, apply_patch
 from ag_ui_validate.pytest_plugin import assert_valid_agui, validate_agui_endpoint
 from langchain_core.tools import tool
 
-from graph.events import AgentEvent
-from graph.offline import OfflineChatModel
-from service.agui import AguiTranslation
-from service.app import create_app
-from service.settings import ServiceSettings
+from agent_ng.graph.events import AgentEvent
+from agent_ng.models.offline import OfflineChatModel
+from agent_ng.service.agui import AguiTranslation
+from agent_ng.service.app import create_app
+from agent_ng.service.settings import ServiceSettings
+from agent_ng.tools import progress
 from tests.graph_runs import until_cancelled
 from tests.live_server import serving
 from tests.scripted_model import Reply, ScriptedModel
-from tools import progress
 
 GUARD_S = 15
 

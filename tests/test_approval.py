@@ -16,15 +16,15 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from rich.console import Console
 
-from cli.approvals import settle
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.events import AgentEvent, stream
-from graph.settings import Settings
-from nodes.approval import parse_decision
-from nodes.tool_calls import notes
+from agent_ng.cli.approvals import settle
+from agent_ng.engine.approval import parse_decision
+from agent_ng.engine.tool_calls import notes
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import AgentEvent, stream
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.settings import Settings
+from agent_ng.tools.registry import configure
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tools.registry import configure
 
 GUARD_S = 10
 
@@ -206,7 +206,7 @@ async def test_without_an_answer_the_cli_leaves_the_thread_waiting(monkeypatch):
 
 
 def test_the_live_view_marks_waiting_calls_and_shows_calls_of_a_resumed_run():
-    from cli.view import TurnView
+    from agent_ng.cli.view import TurnView
 
     view = TurnView()
     view.handle(AgentEvent("tool_call", "r", "t", 0.0, tool_call_id="c1", name="remove", args={"path": "/a"}))

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bench import load_client, service
-from bench.measure import Result, Table
-from bench.report import markdown, update_readme
-from bench.suite import MODULES, module, run_one
-from cli.main import app
+from agent_ng.bench import load_client, service
+from agent_ng.bench.measure import Result, Table
+from agent_ng.bench.report import markdown, update_readme
+from agent_ng.bench.suite import MODULES, module, run_one
+from agent_ng.cli.main import app
 from tests.ports import free_port
 
 DATA_KEYS = {

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from tools.calculator import MAX_LENGTH, calculator, evaluate
+from agent_ng.tools.calculator import MAX_LENGTH, calculator, evaluate
 
 
 @pytest.mark.parametrize(

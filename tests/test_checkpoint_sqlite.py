@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from langchain_core.messages import AIMessage, HumanMessage
 
-from graph.checkpoint import open_checkpointer
-from graph.agent import build_graph
-from graph.settings import Settings
+from agent_ng.graph.agent import build_graph
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.settings import Settings
 from tests.scripted_model import Reply, ScriptedModel
 
 

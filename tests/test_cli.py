@@ -14,8 +14,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cli.view import PlainView, TurnView
-from graph.events import AgentEvent
+from agent_ng.cli.view import PlainView, TurnView
+from agent_ng.graph.events import AgentEvent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ def agent_ng(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
         k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENT_"))
     } | {"AGENT_DATA_DIR": str(data_dir)}
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "agent_ng.cli.main", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
 
@@ -122,14 +122,14 @@ def test_ctrl_c_keeps_the_finished_tool_and_the_next_question_works(tmp_path):
     cancelled, and the next ``ask`` on the thread runs normally."""
     from langchain_core.messages import ToolMessage
 
-    from graph.settle import CANCELLED
+    from agent_ng.graph.settle import CANCELLED
 
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENT_"))
     } | {"AGENT_DATA_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     question = "what is 17*23 and how many primes are below 2000000000?"
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "ask", question, "--thread", "t-stop"],
+        [sys.executable, "-m", "agent_ng.cli.main", "ask", question, "--thread", "t-stop"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # A shell that started the tests in the background left SIGINT ignored, and Python keeps
         # an ignored SIGINT ignored; give the child the default a person's terminal gives it.
@@ -163,8 +163,8 @@ def test_ctrl_c_keeps_the_finished_tool_and_the_next_question_works(tmp_path):
 
 
 async def stored_messages(url: str, thread: str) -> list:
-    from graph.agent import build_graph
-    from graph.checkpoint import open_checkpointer
+    from agent_ng.graph.agent import build_graph
+    from agent_ng.persistence.checkpoint import open_checkpointer
     from tests.scripted_model import ScriptedModel
 
     async with open_checkpointer(url) as saver:
@@ -175,12 +175,12 @@ async def stored_messages(url: str, thread: str) -> list:
 
 
 def test_the_command_tunes_the_collector_before_any_subcommand_runs():
-    """``graph.collector``: start-up objects frozen, collections rarer. In a child interpreter,
+    """``agent_ng.collector``: start-up objects frozen, collections rarer. In a child interpreter,
     so this test process keeps Python's own settings."""
     probe = (
         "import gc\n"
         "from typer.testing import CliRunner\n"
-        "from cli.main import app\n"
+        "from agent_ng.cli.main import app\n"
         "before = gc.get_threshold(), gc.get_freeze_count()\n"
         "result = CliRunner().invoke(app, ['tools'])\n"
         "print(result.exit_code, before[0], gc.get_threshold(), before[1] == 0, gc.get_freeze_count() > 0)\n"

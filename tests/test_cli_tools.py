@@ -20,7 +20,7 @@ def agent_ng(tmp_path: Path, config: dict, *args: str) -> subprocess.CompletedPr
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENT_"))}
     env |= {"AGENT_DATA_DIR": str(tmp_path), "AGENT_MCP_CONFIG": str(path), "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "agent_ng.cli.main", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
 
 

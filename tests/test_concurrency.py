@@ -14,13 +14,14 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graph.agent import build_graph
-from graph.events import AgentEvent, stream
-from graph.settings import Settings
-from nodes.concurrency import AdaptiveLimit, Gate, GroupConfig, GroupLimits, default_wrappers
+from agent_ng.engine.chain import group_config, group_limits_of
+from agent_ng.engine.concurrency import AdaptiveLimit, Gate, GroupConfig, GroupLimits
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import AgentEvent, stream
+from agent_ng.settings import Settings
+from agent_ng.tools import progress
+from agent_ng.tools.registry import configure
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tools import progress
-from tools.registry import configure
 
 GUARD_S = 10
 
@@ -185,19 +186,19 @@ def test_adaptive_limit_bounds_are_checked():
 # --- wiring -----------------------------------------------------------------------------
 
 
-def test_default_wrappers_share_one_set_of_gates_per_configuration():
-    a = default_wrappers(settings(group_limits={"network": 3}))
-    b = default_wrappers(settings(group_limits={"network": 3}))
-    c = default_wrappers(settings(group_limits={"network": 4}))
-    assert a == b and a != c
-    assert default_wrappers(settings(group_limits={})) == []
-    assert c[0].limits() == {"network": 4}
+def test_group_limits_of_settings_share_one_set_of_gates_per_configuration():
+    a = group_limits_of(settings(group_limits={"network": 3}))
+    b = group_limits_of(settings(group_limits={"network": 3}))
+    c = group_limits_of(settings(group_limits={"network": 4}))
+    assert a is b and a is not c
+    assert group_limits_of(settings(group_limits={})) is None
+    assert c.limits() == {"network": 4}
 
 
 def test_group_limits_come_from_settings(monkeypatch):
     monkeypatch.setenv("AGENT_GROUP_LIMITS", '{"network": 2, "db": 5}')
     monkeypatch.setenv("AGENT_ADAPTIVE_CONCURRENCY", "true")
-    config = GroupConfig.from_settings(settings())
+    config = group_config(settings())
     assert config == GroupConfig((("db", 5), ("network", 2)), adaptive=True, floor=1, ceiling=16)
     with pytest.raises(ValueError, match="must be >= 1"):
         GroupLimits({"db": 0})
@@ -229,7 +230,7 @@ def crowd(group_limits: dict[str, int], replies: list[Reply], *, by_settings: bo
         return "local done"
 
     run_settings = settings(group_limits=group_limits if by_settings else {}, max_concurrency=16)
-    [limits] = default_wrappers(run_settings) if by_settings else [GroupLimits(group_limits)]
+    limits = group_limits_of(run_settings) if by_settings else GroupLimits(group_limits)
     graph = build_graph(
         ScriptedModel(replies=replies),
         tools=[configure(net, concurrency_group="net"), local],

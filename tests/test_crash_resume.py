@@ -17,10 +17,10 @@ from pathlib import Path
 
 from langchain_core.messages import AIMessage, ToolMessage
 
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.settings import Settings
-from graph.threads import show_thread
+from agent_ng.graph.agent import build_graph
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.threads import show_thread
+from agent_ng.settings import Settings
 from tests.scripted_model import ScriptedModel
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,13 +14,13 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
-import nodes.tool_calls
-from graph.agent import build_graph
-from graph.events import stream
-from graph.settings import Settings
-from nodes.tool_calls import takes_custom_events
+import agent_ng.engine.tool_calls
+from agent_ng.engine.tool_calls import takes_custom_events
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.settings import Settings
+from agent_ng.tools import progress
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tools import progress
 
 GUARD_S = 10
 
@@ -60,7 +60,7 @@ async def run(graph, config: dict) -> list:
 
 async def test_plain_stream_sends_no_custom_events_yet_shows_every_record(monkeypatch):
     sent = []
-    monkeypatch.setattr(nodes.tool_calls, "dispatch_custom_event", lambda *a, **k: sent.append(a))
+    monkeypatch.setattr(agent_ng.engine.tool_calls, "dispatch_custom_event", lambda *a, **k: sent.append(a))
 
     events = await run(graph_with_halves(), {"configurable": {"thread_id": "t"}})
 

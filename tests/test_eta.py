@@ -10,13 +10,13 @@ import pytest
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graph.agent import build_graph
-from graph.tool_store import MemoryToolStore
-from nodes.eta import expected_duration
+from agent_ng.engine.eta import expected_duration
+from agent_ng.engine.store import MemoryToolStore
+from agent_ng.graph.agent import build_graph
+from agent_ng.tools import progress
+from agent_ng.tools.progress import remaining_s
 from tests.graph_runs import ask, collect, of_type, settings
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tools import progress
-from tools.progress import remaining_s
 
 
 async def test_no_estimate_below_three_samples_then_the_median():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import progress
-from tools.file_search import MAX_REPORTS, make_file_search
+from agent_ng.tools import progress
+from agent_ng.tools.file_search import MAX_REPORTS, make_file_search
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graph.agent import build_graph
-from graph.events import AgentEvent, stream
-from graph.settings import Settings
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import AgentEvent, stream
+from agent_ng.settings import Settings
+from agent_ng.tools import progress
+from agent_ng.tools.progress import Progress
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tools import progress
-from tools.progress import Progress
 
 GUARD_S = 10
 

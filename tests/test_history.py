@@ -1,4 +1,4 @@
-"""The history rule (``graph.history``): what breaks it, how it is repaired, and that nothing the
+"""The history rule (``agent_ng.nodes.history``): what breaks it, how it is repaired, and that nothing the
 agent does breaks it, whatever happens to its tool calls.
 
 The property tests run the real graph: hypothesis draws turns whose tool calls finish, fail, time
@@ -24,14 +24,14 @@ from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from graph.agent import build_graph
-from graph.events import _Run, stream
-from graph.history import LOST, is_valid, repair, violations
-from graph.settings import Settings
-from nodes.memory import window
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import _Run, stream
+from agent_ng.nodes.history import LOST, is_valid, repair, violations
+from agent_ng.nodes.memory import window
+from agent_ng.settings import Settings
+from agent_ng.tools.registry import configure
 from tests import openai_server
 from tests.scripted_model import Reply, ScriptedModel
-from tools.registry import configure
 
 GUARD_S = 10
 

@@ -21,13 +21,13 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, StreamingResp
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graph.agent import build_graph
-from graph.events import stream
-from graph.settings import Settings
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.settings import Settings
+from agent_ng.tools import progress
+from agent_ng.tools.http_fetch import AddressPolicy, make_http_fetch, parse_address
 from tests.openai_server import running_server
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tools import progress
-from tools.http_fetch import AddressPolicy, make_http_fetch, parse_address
 
 GUARD_S = 10
 CHUNK = 16_384

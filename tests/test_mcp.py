@@ -22,13 +22,14 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graph.agent import build_graph
-from graph.events import AgentEvent, stream
-from graph.settings import Settings
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import AgentEvent, stream
+from agent_ng.graph.toolset import builtin_tools, load_tools
+from agent_ng.settings import Settings
+from agent_ng.tools.mcp_servers import McpConfigError, fraction, open_mcp_servers, read_config
+from agent_ng.tools.registry import source_of, spec_of
 from tests.ports import free_port
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tools.mcp_servers import McpConfigError, fraction, open_mcp_servers, read_config
-from tools.registry import builtin_tools, load_tools, source_of, spec_of
 
 GUARD_S = 20
 SERVER = str(Path(__file__).with_name("mcp_server.py"))

@@ -18,10 +18,10 @@ from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graph.agent import build_graph
-from graph.events import stream
-from graph.settings import Settings
-from nodes.memory import SUMMARY_HEADING, make_memory, token_counter_for, window
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.nodes.memory import SUMMARY_HEADING, make_memory, token_counter_for, window
+from agent_ng.settings import Settings
 from tests.scripted_model import Reply, ScriptedModel, calls
 
 GUARD_S = 10

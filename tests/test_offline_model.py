@@ -11,7 +11,7 @@ from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.messages.utils import message_chunk_to_message
 from langchain_core.tools import tool
 
-from graph.offline import MODEL_NAME, OfflineChatModel, plan_tool_calls, word_chunks
+from agent_ng.models.offline import MODEL_NAME, OfflineChatModel, plan_tool_calls, word_chunks
 
 QUESTION = "what is 17*23 and how many primes are below 200000?"
 

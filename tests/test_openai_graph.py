@@ -7,13 +7,13 @@ import threading
 
 from langchain_core.messages import HumanMessage
 
-from graph.agent import build_graph
-from graph.events import stream
-from graph.models import chat_model
-from graph.settings import Settings
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.models.chat import chat_model
+from agent_ng.settings import Settings
+from agent_ng.tools.calculator import calculator
+from agent_ng.tools.primes import count_primes
 from tests.openai_server import Reply
-from tools.calculator import calculator
-from tools.primes import count_primes
 
 GUARD_S = 20
 

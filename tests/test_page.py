@@ -19,11 +19,11 @@ import pytest
 from langchain_core.tools import tool
 from playwright.sync_api import Page, expect, sync_playwright
 
-from service.app import create_app
-from service.settings import ServiceSettings
+from agent_ng.service.app import create_app
+from agent_ng.service.settings import ServiceSettings
+from agent_ng.tools import progress
 from tests.live_server import serving
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tools import progress
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [

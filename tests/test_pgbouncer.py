@@ -18,13 +18,13 @@ import pytest
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
 
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.events import stream
-from graph.retention import Retention
-from graph.settings import Settings
-from graph.thread_lock import ThreadBusyError, hold_thread
-from graph.threads import thread_ids
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.retention import Retention
+from agent_ng.persistence.thread_lock import ThreadBusyError, hold_thread
+from agent_ng.persistence.threads import thread_ids
+from agent_ng.settings import Settings
 from tests.conftest import POSTGRES_URL
 from tests.pgbouncer import PgBouncer
 from tests.scripted_model import Reply, ScriptedModel, calls

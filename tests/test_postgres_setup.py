@@ -1,7 +1,7 @@
 """Replicas starting together on a fresh PostgreSQL schema set it up once, without deadlock.
 
 The migrations build indexes with ``CREATE INDEX CONCURRENTLY``, which waits for every older
-transaction; ``set_up`` (graph/checkpoint.py) makes the waiting replicas poll a session lock, so
+transaction; ``set_up`` (persistence/checkpoint.py) makes the waiting replicas poll a session lock, so
 neither a blocked lock call nor an open transaction is there for it to wait on.
 """
 
@@ -12,8 +12,8 @@ import uuid
 
 import psycopg
 
-from graph.checkpoint import open_checkpointer
-from graph.retention import Retention
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.retention import Retention
 from tests.conftest import POSTGRES_URL
 
 GUARD_S = 60

@@ -3,8 +3,8 @@ from typing import Any
 
 import pytest
 
-from tools import primes, progress
-from tools.primes import MAX_BELOW, count_primes
+from agent_ng.tools import primes, progress
+from agent_ng.tools.primes import MAX_BELOW, count_primes
 
 
 def _is_prime_by_trial_division(n: int) -> bool:

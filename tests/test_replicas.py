@@ -10,10 +10,10 @@ from pathlib import Path
 
 from langchain_core.messages import HumanMessage
 
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.offline import OfflineChatModel
-from graph.thread_lock import hold_thread
+from agent_ng.graph.agent import build_graph
+from agent_ng.models.offline import OfflineChatModel
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.thread_lock import hold_thread
 
 REPO = Path(__file__).resolve().parent.parent
 GUARD_S = 30

@@ -12,13 +12,14 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from redis import Redis
 
-from graph.agent import build_graph
-from graph.tool_store import MemoryToolStore, open_tool_store
-from nodes.result_cache import ResultCache, cache_key
+from agent_ng.engine.result_cache import ResultCache, cache_key
+from agent_ng.engine.store import MemoryToolStore
+from agent_ng.engine.stores import open_tool_store
+from agent_ng.graph.agent import build_graph
+from agent_ng.tools.registry import configure
 from tests.graph_runs import ask, collect, config, of_type, per_call, settings, tool_messages
 from tests.scripted_model import Reply, ScriptedModel, calls
 from tests.tool_stores import KINDS, REDIS_URL, open_test_store
-from tools.registry import configure
 
 
 def counted_tools():

@@ -18,9 +18,9 @@ import pytest
 from langchain_core.tools import tool
 from redis import Redis
 
-from graph.settle import CANCELLED
-from service.app import create_app
-from service.event_log import MemoryEventLog, RedisEventLog
+from agent_ng.graph.settle import CANCELLED
+from agent_ng.service.app import create_app
+from agent_ng.service.event_log import MemoryEventLog, RedisEventLog
 from tests.graph_runs import until_cancelled
 from tests.live_server import serving
 from tests.scripted_model import Reply, ScriptedModel, calls

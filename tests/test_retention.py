@@ -11,22 +11,23 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+
 import pytest
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.types import Command
 from typer.testing import CliRunner
 
-from cli.main import app
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.events import stream
-from graph.retention import Retention, checkpoint_id_at, prune
-from graph.settings import Settings
-from graph.thread_lock import hold_thread
+from agent_ng.cli.main import app
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.retention import Retention, checkpoint_id_at, prune
+from agent_ng.persistence.thread_lock import hold_thread
+from agent_ng.settings import Settings
+from agent_ng.tools.registry import configure
 from tests.conftest import POSTGRES_URL
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tools.registry import configure
 
 GUARD_S = 20
 OFF = Retention(keep_checkpoints=0, thread_ttl_s=0)

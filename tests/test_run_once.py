@@ -1,4 +1,4 @@
-"""A tool call runs at most once once its result is recorded (``nodes.recorded_results``).
+"""A tool call runs at most once once its result is recorded (``agent_ng.engine.recorded_results``).
 
 In process: a result recorded but lost before LangGraph stored it (a kill between the two, or
 the pending-writes race of langgraph #8039) is returned on resume instead of running the call
@@ -21,13 +21,13 @@ from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.events import stream
-from graph.history import is_valid
-from graph.settings import Settings
-from graph.threads import show_thread
-from nodes.tool_calls import notes
+from agent_ng.engine.tool_calls import notes
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.nodes.history import is_valid
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.threads import show_thread
+from agent_ng.settings import Settings
 from tests.scripted_model import Reply, ScriptedModel, calls
 from tests.tool_stores import KINDS, open_test_store
 

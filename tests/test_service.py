@@ -17,10 +17,10 @@ from langchain_core.tools import tool
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from graph.events import FIELDS
-from graph.settle import CANCELLED
-from service.app import create_app
-from service.settings import ServiceSettings
+from agent_ng.graph.events import FIELDS
+from agent_ng.graph.settle import CANCELLED
+from agent_ng.service.app import create_app
+from agent_ng.service.settings import ServiceSettings
 from tests.graph_runs import until_cancelled
 from tests.live_server import serving
 from tests.scripted_model import Reply, ScriptedModel, calls

@@ -14,27 +14,26 @@ import threading
 from collections import Counter
 
 import pytest
+from langchain_core.messages import ToolMessage
 from langchain_core.tools import tool
 
-from langchain_core.messages import ToolMessage
-
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.events import stream
-from graph.settle import CANCELLED
-from graph.thread_lock import hold_thread
-from graph.threads import thread_config
-from graph.tool_store import open_tool_store
-from nodes.tool_stats import tool_stats
-from service.app import create_app
-from service.settings import ServiceSettings
+from agent_ng.engine.stores import open_tool_store
+from agent_ng.engine.tool_stats import tool_stats
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.graph.settle import CANCELLED
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.thread_lock import hold_thread
+from agent_ng.persistence.threads import thread_config
+from agent_ng.service.app import create_app
+from agent_ng.service.settings import ServiceSettings
+from agent_ng.tools.registry import configure
 from tests.live_server import serving
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tests.test_agui import run_input
 from tests.sse import events
+from tests.test_agui import run_input
 from tests.test_service import GUARD_S, QUESTION, client, run, samples, until_waiting
 from tests.test_settle import forever, quick
-from tools.registry import configure
 
 
 def settings(**overrides) -> ServiceSettings:

@@ -14,14 +14,14 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from graph.agent import build_graph
-from graph.events import stream
-from graph.history import is_valid
-from graph.settings import Settings
-from graph.settle import CANCELLED, SUPERSEDED, settle
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.graph.settle import CANCELLED, SUPERSEDED, settle
+from agent_ng.nodes.history import is_valid
+from agent_ng.settings import Settings
+from agent_ng.tools.progress import EVENT_KEY
+from agent_ng.tools.registry import configure
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tools.progress import EVENT_KEY
-from tools.registry import configure
 
 GUARD_S = 10
 

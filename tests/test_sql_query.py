@@ -13,13 +13,14 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graph.agent import build_graph
-from graph.events import stream
-from graph.settings import Settings
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.graph.toolset import builtin_tools
+from agent_ng.settings import Settings
+from agent_ng.tools import progress
+from agent_ng.tools.registry import spec_of
+from agent_ng.tools.sql_query import BATCH_ROWS, make_sql_query
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tools import progress
-from tools.registry import builtin_tools, spec_of
-from tools.sql_query import BATCH_ROWS, make_sql_query
 
 ROWS = 1_000
 

@@ -3,7 +3,7 @@
 The processes open the file together (creating it), then write at once: each run's checkpoints
 and tool results, and each process prunes its thread after every run (retention), so writes,
 prunes and reads of four processes interleave. WAL lets readers run beside the one writer and
-the busy timeout makes writers take turns (graph.checkpoint).
+the busy timeout makes writers take turns (agent_ng.persistence.checkpoint).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-from graph.checkpoint import open_checkpointer
-from graph.retention import Retention
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.retention import Retention
 
 PROCESSES, RUNS = 4, 20
 ROOT = Path(__file__).resolve().parent.parent

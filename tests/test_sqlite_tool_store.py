@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from graph.sqlite_tool_store import SqliteToolStore
-from graph.tool_store import open_tool_store
+from agent_ng.engine.sqlite_store import SqliteToolStore
+from agent_ng.engine.stores import open_tool_store
 
 
 async def test_the_file_is_in_wal_mode_and_survives_reopening(tmp_path):
@@ -30,7 +30,7 @@ async def test_another_process_sees_what_this_one_wrote_and_vice_versa(tmp_path)
     other_process = textwrap.dedent(
         f"""
         import asyncio
-        from graph.tool_store import open_tool_store
+        from agent_ng.engine.stores import open_tool_store
 
         async def main():
             async with open_tool_store({url!r}) as store:

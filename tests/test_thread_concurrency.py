@@ -16,11 +16,11 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.events import stream
-from graph.settings import Settings
-from graph.thread_lock import ThreadBusyError
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.thread_lock import ThreadBusyError
+from agent_ng.settings import Settings
 from tests.scripted_model import Reply, ScriptedModel, calls
 
 RUNS = 50
@@ -136,7 +136,7 @@ async def test_a_second_run_on_a_busy_thread_is_refused_and_writes_nothing(check
 async def test_a_lost_lock_session_is_reopened_and_still_refuses_a_busy_thread():
     from psycopg import AsyncConnection
 
-    from graph.thread_lock import locks_of
+    from agent_ng.persistence.thread_lock import locks_of
     from tests.conftest import POSTGRES_URL
 
     thread = f"lost-{uuid.uuid4().hex}"

@@ -10,13 +10,12 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 from typer.testing import CliRunner
 
-from cli.main import app
-from graph.agent import build_graph
-from graph.checkpoint import open_checkpointer
-from graph.events import stream
-from graph.settings import Settings
-from graph.thread_lock import ThreadBusyError, hold_thread
-from graph.threads import (
+from agent_ng.cli.main import app
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.thread_lock import ThreadBusyError, hold_thread
+from agent_ng.persistence.threads import (
     ThreadNotFoundError,
     delete_thread,
     fork_thread,
@@ -25,6 +24,7 @@ from graph.threads import (
     status_of,
     thread_ids,
 )
+from agent_ng.settings import Settings
 from tests.scripted_model import Reply, ScriptedModel, calls
 
 GUARD_S = 10

@@ -11,10 +11,13 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.prebuilt.tool_node import ToolCallRequest
 
-from graph.agent import build_graph
-from graph.events import stream
-from nodes.timeouts import enforce_timeout
-from nodes.tool_calls import notes
+from agent_ng.engine.timeouts import enforce_timeout
+from agent_ng.engine.tool_calls import notes
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.tools import progress
+from agent_ng.tools.progress import ToolCallAbandoned
+from agent_ng.tools.registry import configure
 from tests.graph_runs import (
     GUARD_S,
     ask,
@@ -25,9 +28,6 @@ from tests.graph_runs import (
     tool_messages,
 )
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tools import progress
-from tools.progress import ToolCallAbandoned
-from tools.registry import configure
 
 
 def request_for(tool_=None, name: str = "slow") -> ToolCallRequest:

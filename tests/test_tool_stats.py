@@ -12,11 +12,11 @@ from langgraph.checkpoint.memory import InMemorySaver
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from cli.main import app
-from graph.agent import build_graph
-from graph.tool_store import MemoryToolStore, ToolCounts, open_tool_store
-from nodes.tool_calls import noted
-from nodes.tool_stats import (
+from agent_ng.cli.main import app
+from agent_ng.engine.store import MemoryToolStore, ToolCounts
+from agent_ng.engine.stores import open_tool_store
+from agent_ng.engine.tool_calls import noted
+from agent_ng.engine.tool_stats import (
     ToolStats,
     outcome_of,
     prometheus_text,
@@ -24,9 +24,10 @@ from nodes.tool_stats import (
     summarize,
     tool_stats,
 )
+from agent_ng.graph.agent import build_graph
+from agent_ng.tools.registry import configure
 from tests.graph_runs import GUARD_S, ask, collect, per_call, settings, tool_messages
 from tests.scripted_model import Reply, ScriptedModel, calls
-from tools.registry import configure
 
 
 def message(status: str = "success", **notes) -> ToolMessage:

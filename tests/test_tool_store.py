@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from graph.tool_store import CachedResult, ToolCounts
+from agent_ng.engine.store import CachedResult, ToolCounts
 from tests.tool_stores import KINDS, open_test_store
 
 pytestmark = pytest.mark.parametrize("kind", KINDS)

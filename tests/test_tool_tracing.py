@@ -13,7 +13,7 @@ from pathlib import Path
 from langchain_core.messages import ToolMessage
 from langgraph.types import Command
 
-from nodes.tool_tracing import NOTES_KEY, outcome_attributes, start_attributes
+from agent_ng.engine.tool_tracing import NOTES_KEY, outcome_attributes, start_attributes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,9 +45,9 @@ OFF = """
 import asyncio
 from langchain_core.callbacks import BaseCallbackManager
 from langgraph.checkpoint.memory import InMemorySaver
-from graph.agent import build_graph
-from graph.events import stream
-from graph.settings import Settings
+from agent_ng.graph.agent import build_graph
+from agent_ng.graph.events import stream
+from agent_ng.settings import Settings
 from tests.scripted_model import Reply, ScriptedModel, calls
 
 init = BaseCallbackManager.__init__
@@ -58,7 +58,7 @@ async def run():
 types = asyncio.run(run())
 import sys
 assert "tool_complete" in types, types
-loaded = sorted(m for m in sys.modules if m.startswith(("openinference", "opentelemetry.exporter", "nodes.tool_tracing")))
+loaded = sorted(m for m in sys.modules if m.startswith(("openinference", "opentelemetry.exporter", "agent_ng.engine.tool_tracing")))
 assert not loaded, loaded
 assert BaseCallbackManager.__init__ is init
 print("nothing installed")

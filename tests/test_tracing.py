@@ -60,7 +60,7 @@ def traced_ask(tmp_path: Path, endpoint: str) -> list[str]:
             "AGENT_MODEL": "test-model",
         }
         done = subprocess.run(
-            [sys.executable, "-m", "cli.main", "ask", "run three"],
+            [sys.executable, "-m", "agent_ng.cli.main", "ask", "run three"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
         )
     assert done.returncode == 0, done.stderr

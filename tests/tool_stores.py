@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from graph.redis_tool_store import RedisToolStore
-from graph.sqlite_tool_store import SqliteToolStore
-from graph.tool_store import MemoryToolStore, ToolStore
+from agent_ng.engine.redis_store import RedisToolStore
+from agent_ng.engine.sqlite_store import SqliteToolStore
+from agent_ng.engine.store import MemoryToolStore, ToolStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 KINDS = ["memory", "sqlite", "redis"]

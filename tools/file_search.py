@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import math
 import re
-from itertools import islice
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path, PurePath
 
 from langchain_core.tools import BaseTool, tool
 from wcmatch import glob as wcglob
 
-from tools import progress
+from agent_ng.tools import progress
 
 GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.NODIR
 """No BRACE: ``{..,src}`` would expand to ``..`` after the check for it."""

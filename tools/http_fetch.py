@@ -30,7 +30,7 @@ from functools import cache
 import httpx
 from langchain_core.tools import BaseTool, tool
 
-from tools import progress
+from agent_ng.tools import progress
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

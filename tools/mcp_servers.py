@@ -52,8 +52,8 @@ from mcp.shared.exceptions import McpError
 from mcp.types import CONNECTION_CLOSED
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from tools import progress
-from tools.registry import SOURCE_KEY, McpConfigError, ToolSpec, configure
+from agent_ng.tools import progress
+from agent_ng.tools.registry import SOURCE_KEY, McpConfigError, ToolSpec, configure
 
 log = logging.getLogger("agent_ng")
 

@@ -16,7 +16,7 @@ import math
 
 from langchain_core.tools import tool
 
-from tools import progress
+from agent_ng.tools import progress
 
 MAX_BELOW = 2_000_000_000
 REPORTS = 20

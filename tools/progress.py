@@ -5,7 +5,7 @@ LangGraph's custom stream (the same writer ``get_stream_writer`` returns), tagge
 id of the tool call that is running, so parallel calls of the same tool stay apart and the
 reports also show in ``langgraph dev``.
 
-    from tools import progress
+    from agent_ng.tools import progress
 
     @tool
     def crunch(n: int) -> int:
@@ -35,7 +35,7 @@ EVENT_KEY = "agent_ng"
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """What an async-generator tool yields to report progress (see ``tools.registry``)."""
+    """What an async-generator tool yields to report progress (see ``agent_ng.tools.registry``)."""
 
     fraction: float | None = None
     message: str = ""

@@ -27,7 +27,7 @@ from typing import Any
 
 from langchain_core.tools import BaseTool, tool
 
-from tools import progress
+from agent_ng.tools import progress
 
 Scalar = str | int | float | None
 

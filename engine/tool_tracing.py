@@ -1,6 +1,6 @@
-"""One OpenTelemetry span per tool call, made by the outermost tool-call wrapper.
+"""One OpenTelemetry span per tool call, made by a tool-call wrapper (its place: ``agent_ng.engine.chain``).
 
-Added by ``graph.tracing`` only when tracing is on. LangChain's own tool callbacks only see a
+In the chain (``agent_ng.engine.chain``) only when tracing is on. LangChain's own tool callbacks only see a
 tool that runs; this wrapper also sees calls answered from the cache, stopped by a timeout or
 rejected by a person, so the span says which (``agent_ng.tool.cached`` / ``timed_out`` /
 ``rejected``, from the notes the engine wrappers leave on the ``ToolMessage``). It carries the
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import ToolMessage
@@ -26,21 +27,30 @@ from langgraph.types import Command
 from openinference.instrumentation.langchain import get_current_span
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 
-from graph.tracing import start_tracing
-from nodes.tool_calls import Execute, preview
-from tools.progress import EVENT_KEY
+from agent_ng.engine.tool_calls import Execute, preview
+from agent_ng.tools.progress import EVENT_KEY
 
 NOTES_KEY = EVENT_KEY
 """Where the engine wrappers note how a result came about (``response_metadata``)."""
 
 
-async def trace_tool_call(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
-    """Run the call inside its own span and record its outcome there."""
+@dataclass(frozen=True, slots=True)
+class TraceToolCalls:
+    """The wrapper: each call inside its own span of ``provider``'s tracer, with its outcome."""
+
+    provider: TracerProvider
+
+    async def __call__(self, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
+        return await traced(self.provider.get_tracer(__name__), request, execute)
+
+
+async def traced(tracer: Tracer, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
     call = request.tool_call
     parent = get_current_span()
     context = trace.set_span_in_context(parent) if parent is not None else None
-    tracer = start_tracing().get_tracer(__name__)
     with tracer.start_as_current_span(
         call["name"],
         context=context,

@@ -3,13 +3,13 @@
     Lifecycle(expected_s=expected_duration(store))
 
 The estimate is the median of the tool's last ``SAMPLES`` successful run durations (recorded
-by ``nodes.tool_stats``), and None below ``MIN_SAMPLES``. A median rather than a mean or an
+by ``agent_ng.engine.tool_stats``), and None below ``MIN_SAMPLES``. A median rather than a mean or an
 EWMA because tool durations are skewed by rare slow calls (a cold disk, a huge input): one
 100x outlier drags a mean or an EWMA far off for many calls and moves a median not at all,
 while a window of 20 still follows a lasting change within about ten calls. It does not know
 the arguments, so a tool whose cost depends on its input (``count_primes``) is estimated by
 its typical call; the progress events correct that as the call reports how far it is (see
-``tools.progress.remaining_s``). Calls of one tool that start together share one read.
+``agent_ng.tools.progress.remaining_s``). Calls of one tool that start together share one read.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import asyncio
 import logging
 import statistics
 
-from graph.tool_store import ToolStore
-from nodes.tool_calls import Estimate
+from agent_ng.engine.store import ToolStore
+from agent_ng.engine.tool_calls import Estimate
 
 SAMPLES = 20
 MIN_SAMPLES = 3

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from graph.checkpoint import sqlite_path
-from graph.tool_store import (
+from agent_ng.engine.store import (
     DURATIONS_KEPT,
     RESULTS_KEPT_S,
     CachedResult,
@@ -29,6 +28,7 @@ from graph.tool_store import (
     ToolCounts,
     counter_increments,
 )
+from agent_ng.persistence.checkpoint import sqlite_path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tool_cache (

@@ -34,9 +34,9 @@ from langchain_core.messages import ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
-from graph.tool_store import ToolStore
-from nodes.tool_calls import Execute, noted, notes, report_cached
-from tools.registry import spec_of
+from agent_ng.engine.store import ToolStore
+from agent_ng.engine.tool_calls import Execute, noted, notes, report_cached
+from agent_ng.tools.registry import spec_of
 
 log = logging.getLogger(__name__)
 

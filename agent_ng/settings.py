@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     sql_max_rows: int = Field(default=500, ge=1)
     sql_timeout_s: float = Field(default=10.0, gt=0)
 
-    # Concurrency groups (nodes/concurrency.py): per process, shared by every run.
+    # Concurrency groups (engine/concurrency.py): per process, shared by every run.
     group_limits: dict[str, Annotated[int, Field(ge=1)]] = {"network": 3}
     """Calls of one ``concurrency_group`` running at once, e.g. ``{"network": 3}`` (JSON)."""
     adaptive_concurrency: bool = False
@@ -108,7 +108,7 @@ class Settings(BaseSettings):
             self.cache_url = f"sqlite:///{self.data_dir / 'tool_engine.db'}"
         return self
 
-    # Checkpoint storage (graph/retention.py, graph/checkpoint.py): README "Guarantees: storage".
+    # Checkpoint storage (persistence/retention.py, persistence/checkpoint.py): README "Guarantees: storage".
     retention_keep_checkpoints: int = Field(default=20, ge=0)
     """Newest checkpoints kept per thread by the background retention and ``agent-ng prune`` (0: all)."""
     retention_thread_ttl_s: float = Field(default=0, ge=0)

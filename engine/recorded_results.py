@@ -1,6 +1,6 @@
 """At most once per recorded result: a call that already finished is answered, not run again.
 
-    RecordedResults(store)      # outermost in the engine chain (``nodes.engine``)
+    RecordedResults(store)      # in the chain (``agent_ng.engine.chain``)
 
 LangGraph stores each finished tool result as a pending write of its step, but a process killed
 between a tool's side effect and that write, or the race between pending writes and the next
@@ -40,8 +40,8 @@ from langchain_core.messages import ToolMessage, message_to_dict, messages_from_
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
-from graph.tool_store import ToolStore
-from nodes.tool_calls import Execute, noted, report_cached
+from agent_ng.engine.store import ToolStore
+from agent_ng.engine.tool_calls import Execute, noted, report_cached
 
 log = logging.getLogger(__name__)
 

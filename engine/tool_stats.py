@@ -1,6 +1,6 @@
 """Tool analytics: per tool, calls, errors, timeouts, cache hits and p50/p95/max duration.
 
-    record_outcomes(store)                # the wrapper, outermost: it sees every call
+    record_outcomes(store)                # the wrapper (its place: ``agent_ng.engine.chain``)
     stats = await tool_stats(store)       # what ``agent-ng stats`` prints
     prometheus_text(stats)                # the same for a /metrics endpoint
 
@@ -26,8 +26,8 @@ from langgraph.types import Command
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from graph.tool_store import Outcome, ToolCounts, ToolStore
-from nodes.tool_calls import Execute, ToolCallWrapper, notes
+from agent_ng.engine.store import Outcome, ToolCounts, ToolStore
+from agent_ng.engine.tool_calls import Execute, ToolCallWrapper, notes
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ class ThreadLocks:
     def __init__(self) -> None:
         self._busy: set[str] = set()
         self.released: list[Callable[[str], None]] = []
-        """Called with the thread id each time a hold ends (``graph.retention`` prunes then)."""
+        """Called with the thread id each time a hold ends (``agent_ng.persistence.retention`` prunes then)."""
 
     @asynccontextmanager
     async def hold(self, thread_id: str) -> AsyncIterator[None]:

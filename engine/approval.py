@@ -1,8 +1,8 @@
 """Approval before a tool runs: tools configured with ``requires_approval=True`` wait for a person.
 
-``require_approval`` is an ``awrap_tool_call`` wrapper (outermost in the chain, so a call waiting
-for a person neither starts nor counts against limits). It stops the run with LangGraph's
-``interrupt()``, whose value shows the call; the tool calls of the same step that need no approval
+``require_approval`` is an ``awrap_tool_call`` wrapper (its place in the chain, before every
+limit: ``agent_ng.engine.chain``). It stops the run with LangGraph's ``interrupt()``, whose
+value shows the call; the tool calls of the same step that need no approval
 run and are checkpointed meanwhile. The run continues with ``Command(resume=...)``, one answer per
 interrupt id (``AgentEvent.interrupt_id``):
 
@@ -27,9 +27,9 @@ from langchain_core.messages import ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, interrupt
 
-from nodes.tool_calls import Execute, both_streams, keep_shown, noted, preview
-from tools import progress
-from tools.registry import spec_of
+from agent_ng.engine.tool_calls import Execute, both_streams, keep_shown, noted, preview
+from agent_ng.tools import progress
+from agent_ng.tools.registry import spec_of
 
 Action = Literal["approve", "reject", "edit"]
 

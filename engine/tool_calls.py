@@ -1,12 +1,10 @@
 """Tool execution: LangGraph's ``ToolNode`` plus a chain of small ``awrap_tool_call`` wrappers.
 
 Each wrapper does one job around ``execute`` (the tool call itself); ``chain`` composes them,
-first = outermost. ``lifecycle`` marks the call's scope so ``progress.report`` is tagged with
-the tool call id, and writes ``tool_start``, ``tool_result`` and ``tool_complete`` /
-``tool_error`` to the custom stream when the call really starts and ends (after any
-concurrency limit let it through). It goes innermost unless the wrappers place a
-``Lifecycle`` themselves: the engine (``nodes.engine``) does, so that its timeout acts inside
-the call's lifetime while its cache can answer without starting the call at all.
+first = outermost; which wrappers, in which order, is ``agent_ng.engine.chain``'s to say.
+``Lifecycle`` marks the call's scope so ``progress.report`` is tagged with the tool call id,
+and writes ``tool_start``, ``tool_result`` and ``tool_complete`` / ``tool_error`` to the
+custom stream when the call really starts and ends. A chain without one gets one innermost.
 
 Wrappers leave notes for the ones outside them on the ``ToolMessage`` itself
 (``response_metadata["agent_ng"]``: ``elapsed_s``, ``cached``, ``timed_out``), so the
@@ -34,7 +32,7 @@ from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest, ToolInvocationError
 from langgraph.types import Command
 
-from tools import progress
+from agent_ng.tools import progress
 
 Execute = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]]
 ToolCallWrapper = Callable[[ToolCallRequest, Execute], Awaitable[ToolMessage | Command]]
@@ -44,7 +42,7 @@ Estimate = Callable[[str], Awaitable[float | None]]
 NOTES_KEY = progress.EVENT_KEY
 
 SHOWN_RESULTS = "__agent_ng_shown_results"
-"""``configurable`` key of a dict that ``graph.events.stream`` passes to each run: every result
+"""``configurable`` key of a dict that ``agent_ng.graph.events.stream`` passes to each run: every result
 reported as ``tool_result`` is put there by its call id, so that a stop keeps what the consumer
 saw even when it cancels the call's task before LangGraph stores the result."""
 
@@ -85,7 +83,7 @@ def chain(*wrappers: ToolCallWrapper) -> ToolCallWrapper:
 class Lifecycle:
     """Report the call's start and end, and scope its progress reports to its id.
 
-    ``expected_s`` (e.g. ``nodes.eta.expected_duration``) gives ``tool_start`` its ``eta_s``
+    ``expected_s`` (e.g. ``agent_ng.engine.eta.expected_duration``) gives ``tool_start`` its ``eta_s``
     and lets progress reports blend the tool's history into their remaining time.
     """
 

@@ -1,14 +1,11 @@
 """What the tool engine keeps beyond one call: cached results, recent durations, counters.
 
-    async with open_tool_store("sqlite:///tool_engine.db") as store:
-        graph = build_graph(checkpointer=saver, tool_store=store)
-
-Chosen by one URL (``AGENT_CACHE_URL``), like the checkpointer: ``memory://`` keeps it in
-the process (``build_graph``'s default when given no store), ``sqlite:///path.db`` in a file
+Chosen by one URL (``AGENT_CACHE_URL``, opened by ``agent_ng.engine.stores``), like the
+checkpointer: ``memory://`` keeps it in the process (``build_graph``'s default when given no store), ``sqlite:///path.db`` in a file
 beside the checkpoints (the default URL: survives restarts, and WAL mode lets the processes of
 one machine share it), ``redis://host:6379/0`` in Redis when replicas share it.
 
-Finished tool results are also kept by call (``nodes.recorded_results``), so a call that a
+Finished tool results are also kept by call (``agent_ng.engine.recorded_results``), so a call that a
 resumed run would repeat is answered with the result it already had; they expire after
 ``RESULTS_KEPT_S`` (a run is resumed within days or not at all) and the in-memory store keeps
 at most ``max_entries`` of them.
@@ -21,8 +18,6 @@ them); counters are kept forever.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -134,28 +129,3 @@ class MemoryToolStore:
             ToolCounts(tool, **counts, durations=tuple(self._durations.get(tool, ())))
             for tool, counts in sorted(self._counts.items())
         ]
-
-
-@asynccontextmanager
-async def open_tool_store(
-    url: str, *, max_entries: int = 10_000, key_prefix: str = "agent-ng:"
-) -> AsyncIterator[ToolStore]:
-    """The store for ``url``, open for the duration of the block (``key_prefix``: Redis only)."""
-    scheme, _, _ = url.partition("://")
-    if scheme == "memory":
-        yield MemoryToolStore(max_entries)
-    elif scheme == "sqlite":
-        from graph.sqlite_tool_store import SqliteToolStore
-
-        async with SqliteToolStore.open(url, max_entries) as store:
-            yield store
-    elif scheme in ("redis", "rediss"):
-        from graph.redis_tool_store import RedisToolStore
-
-        async with RedisToolStore.open(url, max_entries, key_prefix) as store:
-            yield store
-    else:
-        raise ValueError(
-            f"unsupported tool store URL {url!r} (AGENT_CACHE_URL): use memory://, "
-            "sqlite:///path.db or redis://host:6379/0"
-        )

@@ -19,7 +19,7 @@ runs it on every thread by hand. What a thread needs stays intact:
 
 Each thread is pruned in its own transaction. That needs no thread lock, so it never refuses a
 run: a run only adds newer checkpoints and writes to its latest one, which are kept. An idle
-thread is deleted under its lock (``graph.thread_lock``), and only if it is still idle then. Idleness is read from checkpoint ids (uuid6: time-ordered), so no clock column is
+thread is deleted under its lock (``agent_ng.persistence.thread_lock``), and only if it is still idle then. Idleness is read from checkpoint ids (uuid6: time-ordered), so no clock column is
 needed. This graph has no ``DeltaChannel`` (whose values live in older checkpoints' writes).
 """
 
@@ -36,7 +36,7 @@ from uuid import UUID
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from graph.thread_lock import ThreadBusyError, locks_of
+from agent_ng.persistence.thread_lock import ThreadBusyError, locks_of
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ async def delete_if_idle(saver: BaseCheckpointSaver, store: Store, thread_id: st
 async def retain(saver: BaseCheckpointSaver, retention: Retention) -> AsyncIterator[None]:
     """Apply ``retention`` in the background while the block runs.
 
-    - After each run (each release of a thread's lock, ``graph.thread_lock``) its thread is
+    - After each run (each release of a thread's lock, ``agent_ng.persistence.thread_lock``) its thread is
       pruned to ``keep_checkpoints``, by one background task; runs ending meanwhile are coalesced.
       The run's caller never waits for it.
     - With a ``thread_ttl_s``, idle threads are deleted at once and then every ``interval_s``.

@@ -15,7 +15,7 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from graph.tool_store import (
+from agent_ng.engine.store import (
     DURATIONS_KEPT,
     RESULTS_KEPT_S,
     CachedResult,

@@ -17,7 +17,7 @@ With ``AGENT_ADAPTIVE_CONCURRENCY=true`` each group's limit moves between
 ``AGENT_ADAPTIVE_FLOOR`` and ``AGENT_ADAPTIVE_CEILING``, starting at its configured value, by
 ``AdaptiveLimit`` (AIMD with a latency signal, after Netflix's concurrency-limits).
 
-    graph = build_graph(tool_wrappers=[GroupLimits({"db": 2})])   # or from settings, by default
+    graph = build_graph(tool_wrappers=[GroupLimits({"db": 2})])   # from settings by default (engine.chain)
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ from langchain_core.messages import ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
-from graph.settings import Settings
-from nodes.tool_calls import Execute, ToolCallWrapper
-from tools.registry import spec_of
+from agent_ng.engine.tool_calls import Execute
+from agent_ng.tools.registry import spec_of
 
 Clock = Callable[[], float]
 
@@ -256,15 +255,6 @@ class GroupConfig:
     floor: int = 1
     ceiling: int = 16
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> GroupConfig:
-        return cls(
-            tuple(sorted(settings.group_limits.items())),
-            settings.adaptive_concurrency,
-            settings.adaptive_floor,
-            settings.adaptive_ceiling,
-        )
-
 
 @cache
 def shared_group_limits(config: GroupConfig) -> GroupLimits:
@@ -272,16 +262,3 @@ def shared_group_limits(config: GroupConfig) -> GroupLimits:
     return GroupLimits(
         dict(config.limits), adaptive=config.adaptive, floor=config.floor, ceiling=config.ceiling
     )
-
-
-def group_limits_of(settings: Settings) -> GroupLimits | None:
-    """The process's ``GroupLimits`` for ``settings``; ``None`` when no group has a limit."""
-    if not settings.group_limits:
-        return None
-    return shared_group_limits(GroupConfig.from_settings(settings))
-
-
-def default_wrappers(settings: Settings) -> list[ToolCallWrapper]:
-    """What ``build_graph`` puts in the tool-call chain for concurrency groups."""
-    limits = group_limits_of(settings)
-    return [] if limits is None else [limits]

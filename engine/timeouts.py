@@ -20,8 +20,8 @@ from langchain_core.messages import ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
-from nodes.tool_calls import Execute, ToolCallWrapper, noted
-from tools.registry import spec_of
+from agent_ng.engine.tool_calls import Execute, ToolCallWrapper, noted
+from agent_ng.tools.registry import spec_of
 
 
 def enforce_timeout(default_s: float) -> ToolCallWrapper:

@@ -10,7 +10,7 @@ import logging
 
 from langchain_core.language_models import BaseChatModel
 
-from graph.settings import Settings
+from agent_ng.settings import Settings
 
 log = logging.getLogger("agent_ng")
 
@@ -20,7 +20,7 @@ OFFLINE_NOTICE = "agent-ng: no OPENAI_API_KEY or OPENAI_BASE_URL set; using the 
 def chat_model(settings: Settings) -> BaseChatModel:
     if settings.openai_api_key or settings.openai_base_url:
         return openai_model(settings)
-    from graph.offline import OfflineChatModel
+    from agent_ng.models.offline import OfflineChatModel
 
     log.warning(OFFLINE_NOTICE)
     return OfflineChatModel()

@@ -5,7 +5,7 @@
 LangChain's callbacks feed ``openinference-instrumentation-langchain``, whose spans follow the
 OpenInference conventions that Phoenix, Langfuse and Arize read: one trace per run, with the
 graph, each node and each model call (model name, token usage). Tool calls get their span from
-``nodes.tool_tracing``, which sees what LangChain's tool callbacks cannot (a cached, timed-out
+``agent_ng.engine.tool_tracing``, which sees what LangChain's tool callbacks cannot (a cached, timed-out
 or rejected call). The exporter is OTLP over HTTP and reads the standard ``OTEL_EXPORTER_OTLP_*``
 variables itself.
 
@@ -18,21 +18,8 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
-from graph.settings import Settings
-from nodes.tool_calls import ToolCallWrapper
-
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
-
-
-def tracing_wrappers(settings: Settings) -> list[ToolCallWrapper]:
-    """The tool-call wrappers tracing needs: none when it is off; it is started when on."""
-    if settings.tracing == "off":
-        return []
-    start_tracing()
-    from nodes.tool_tracing import trace_tool_call
-
-    return [trace_tool_call]
 
 
 @cache

@@ -27,8 +27,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.pregel import Pregel
 from langgraph.types import Interrupt, StateSnapshot
 
-from graph.agent import LLM, TOOLS
-from graph.thread_lock import hold_thread
+from agent_ng.nodes import LLM, TOOLS
+from agent_ng.persistence.thread_lock import hold_thread
 
 ThreadStatus = Literal["idle", "interrupted", "pending"]
 """``interrupted``: waits for an approval; ``pending``: a run stopped mid-way (resume it)."""

@@ -8,11 +8,11 @@ default: embedded, survives restarts; ``sqlite:////abs/path.db`` for an absolute
 ``postgresql://...`` in PostgreSQL when several replicas share threads (a pool of
 ``pool_size`` connections; needs the ``postgres`` extra).
 
-Each saver comes with the thread locks of its reach (``graph.thread_lock``): a file lock per
+Each saver comes with the thread locks of its reach (``agent_ng.persistence.thread_lock``): a file lock per
 thread next to a SQLite database, a PostgreSQL advisory lock per thread on one extra session
 (``lock_url``: a direct URL when ``url`` goes through a transaction pooler such as PgBouncer).
 Each SQLite or PostgreSQL saver also prunes old checkpoints in the background
-(``graph.retention``; ``retention`` defaults to the settings' ``AGENT_RETENTION_*``).
+(``agent_ng.persistence.retention``; ``retention`` defaults to the settings' ``AGENT_RETENTION_*``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graph.retention import Retention, retain
-from graph.settings import Settings
-from graph.thread_lock import FileThreadLocks, PostgresThreadLocks, attach
+from agent_ng.persistence.retention import Retention, retain
+from agent_ng.persistence.thread_lock import FileThreadLocks, PostgresThreadLocks, attach
+from agent_ng.settings import Settings
 
 SETUP_LOCK_KEY = 0x6167656E746E68
 """Advisory lock that serialises ``setup()`` (table creation) across replicas starting together
@@ -92,14 +92,14 @@ async def postgres_saver(url: str, pool_size: int, lock_url: str) -> AsyncIterat
 
     No prepared statements (``prepare_threshold=None``): a transaction pooler hands each
     transaction to any server connection, where a statement prepared on another does not exist.
-    A lost connection costs one retried operation (``graph.pg_reconnect``). The thread locks
+    A lost connection costs one retried operation (``agent_ng.persistence.pg_reconnect``). The thread locks
     need a session, so they go to ``lock_url``.
     """
     try:
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
 
-        from graph.pg_reconnect import ReconnectingPostgresSaver
+        from agent_ng.persistence.pg_reconnect import ReconnectingPostgresSaver
     except ImportError as e:
         raise RuntimeError(
             "a postgresql:// checkpoint URL needs the postgres extra: "
