@@ -1,18 +1,32 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, the ``integration`` marker by folder, and ``needs`` for system parts."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.openai_server import OpenAIServer, ScriptedOpenAI, running_server
+from tests.helpers.openai_server import OpenAIServer, ScriptedOpenAI, running_server
+from tests.helpers.system import POSTGRES_URL, need
+
+INTEGRATION = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION in Path(item.path).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("needs"):
+        need(*marker.args)
 
 
 @pytest.fixture
 def openai_server() -> Iterator[OpenAIServer]:
-    """A scripted OpenAI-compatible server of this test's own (see tests/openai_server.py).
+    """A scripted OpenAI-compatible server of this test's own (see tests/helpers/openai_server.py).
 
     Script it with ``openai_server.script.replies``; point ``ChatOpenAI`` at
     ``openai_server.base_url``.
@@ -22,13 +36,10 @@ def openai_server() -> Iterator[OpenAIServer]:
         yield OpenAIServer(script, base_url)
 
 
-POSTGRES_URL = os.environ.get("AGENT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-"""The real PostgreSQL the durability tests use (CI starts it); each test uses its own thread ids."""
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def checkpoint_url(request, tmp_path) -> str:
     """A real checkpoint store: a SQLite file of this test's own, or the shared PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'checkpoints.db'}"
+    need("postgres")
     return POSTGRES_URL

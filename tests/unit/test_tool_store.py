@@ -1,0 +1,71 @@
+"""The tool store's contract, run against each backend: memory, SQLite and the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agent_ng.engine.store import CachedResult, ToolCounts
+from tests.helpers.tool_stores import KINDS, open_test_store
+
+pytestmark = pytest.mark.parametrize("kind", KINDS)
+
+
+async def test_a_cached_result_is_served_until_it_expires(kind, tmp_path):
+    async with open_test_store(kind, tmp_path) as store:
+        blocks = [{"type": "text", "text": "x"}]
+        await store.cache("text", "391", now=100.0, ttl_s=10.0)
+        await store.cache("blocks", blocks, now=100.0, ttl_s=10.0)
+
+        assert await store.cached("text", now=109.9) == CachedResult("391", 110.0)
+        assert (await store.cached("blocks", now=105.0)).content == blocks
+        assert await store.cached("text", now=110.0) is None
+        assert await store.cached("never stored", now=100.0) is None
+
+
+async def test_the_cache_keeps_the_newest_entries_within_its_bound(kind, tmp_path):
+    async with open_test_store(kind, tmp_path, max_entries=3) as store:
+        for i in range(5):
+            await store.cache(f"k{i}", f"v{i}", now=float(i), ttl_s=100.0)
+        present = [k for k in ("k0", "k1", "k2", "k3", "k4") if await store.cached(k, now=5.0)]
+        assert present == ["k2", "k3", "k4"]
+
+        await store.cache("k2", "v2 again", now=6.0, ttl_s=100.0)
+        await store.cache("k5", "v5", now=7.0, ttl_s=100.0)
+        present = [k for k in ("k2", "k3", "k4", "k5") if await store.cached(k, now=8.0)]
+        assert present == ["k2", "k4", "k5"]
+        assert (await store.cached("k2", now=8.0)).content == "v2 again"
+
+
+async def test_counts_cover_every_outcome_and_durations_only_successful_runs(kind, tmp_path):
+    async with open_test_store(kind, tmp_path) as store:
+        await store.record("add", "ok", 0.5)
+        await store.record("add", "ok", 1.5)
+        await store.record("add", "error", 0.1)
+        await store.record("add", "timeout", 9.0)
+        await store.record("add", "cached", None)
+        await store.record("fetch", "ok", None)
+
+        assert await store.counts() == [
+            ToolCounts("add", calls=5, errors=1, timeouts=1, cache_hits=1, durations=(1.5, 0.5)),
+            ToolCounts("fetch", calls=1),
+        ]
+        assert await store.durations("add", 1) == [1.5]
+        assert await store.durations("unknown", 5) == []
+
+
+async def test_only_the_most_recent_durations_are_kept(kind, tmp_path):
+    async with open_test_store(kind, tmp_path, durations_kept=3) as store:
+        for seconds in range(1, 6):
+            await store.record("add", "ok", float(seconds))
+        assert await store.durations("add", 10) == [5.0, 4.0, 3.0]
+        [counts] = await store.counts()
+        assert counts.calls == 5 and counts.durations == (5.0, 4.0, 3.0)
+
+
+async def test_concurrent_records_are_all_counted(kind, tmp_path):
+    async with open_test_store(kind, tmp_path) as store:
+        await asyncio.gather(*(store.record("add", "ok", 0.01 * i) for i in range(50)))
+        [counts] = await store.counts()
+        assert counts.calls == 50 and len(counts.durations) == 50
