@@ -37,10 +37,22 @@ _WHERE = {
     "tune_collector": "agent_ng.collector",
 }
 
-__all__ = [*_WHERE, "progress"]
+__all__ = [
+    "AgentEvent",
+    "Progress",
+    "Settings",
+    "ToolSpec",
+    "build_graph",
+    "configure",
+    "open_agent",
+    "progress",
+    "stream",
+    "tune_collector",
+]
 
 
 def __getattr__(name: str) -> Any:
+    """Load a public name on first use."""
     if name == "progress":
         value: Any = import_module("agent_ng.tools.progress")
     elif name in _WHERE:
