@@ -31,6 +31,7 @@ from agent_ng.cli.view import PlainView, TurnView
 from agent_ng.collector import tune_collector
 from agent_ng.graph.agent import open_agent
 from agent_ng.graph.events import AgentEvent, stream
+from agent_ng.models.chat import ModelConfigError
 from agent_ng.persistence.thread_lock import ThreadBusyError
 from agent_ng.persistence.threads import UnfinishedRunError, thread_status
 from agent_ng.settings import Settings
@@ -97,7 +98,7 @@ def run_cli(session) -> str | None:
     except UnfinishedRunError as e:
         typer.echo(f"error: {e} with: agent-ng resume --thread {e.thread_id}", err=True)
         raise typer.Exit(1) from None
-    except McpConfigError as e:
+    except (McpConfigError, ModelConfigError) as e:
         typer.echo(f"agent-ng: {e}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
@@ -105,6 +106,7 @@ def run_cli(session) -> str | None:
 
 
 def prompts():
+    """The questions typed at the prompt, until an empty line or end of input."""
     console = Console()
     while True:
         try:
@@ -133,6 +135,7 @@ async def converse(questions, thread: str) -> str | None:
 
 
 async def show_run(graph, input, config: dict) -> str | None:
+    """Show one run live (a plain log when not on a terminal); its ``run_end`` status."""
     console = Console()
     events = stream(graph, input, config)
     if not console.is_terminal:
@@ -159,6 +162,7 @@ async def watch(events, view) -> None:
 
 
 def finish(thread: str, status: str | None) -> None:
+    """Say how to continue the thread; exit 1 after an error, 130 after a cancel."""
     typer.echo(f"\n(thread {thread}; continue with --thread {thread})", err=True)
     if status == "error":
         raise typer.Exit(1)
@@ -167,6 +171,7 @@ def finish(thread: str, status: str | None) -> None:
 
 
 def new_thread_id() -> str:
+    """A short random thread id."""
     return uuid.uuid4().hex[:12]
 
 

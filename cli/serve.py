@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from agent_ng.graph.toolset import mcp_servers
+from agent_ng.models.chat import OPENAI, ModelConfigError, chat_model, split_model
 from agent_ng.tools.registry import McpConfigError
 
 
@@ -32,11 +33,13 @@ def serve(
         ) from e
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = ServiceSettings(**overrides)
-    if settings.mcp_config:  # else uvicorn reports it as a traceback from the app's start-up
-        try:
+    try:  # else uvicorn reports it as a traceback from the app's start-up
+        if split_model(settings.model)[0] != OPENAI:
+            chat_model(settings)
+        if settings.mcp_config:
             mcp_servers().read_config(settings.mcp_config)
-        except (McpConfigError, RuntimeError) as e:
-            typer.echo(f"agent-ng: {e}", err=True)
-            raise typer.Exit(2) from None
+    except (McpConfigError, ModelConfigError, RuntimeError) as e:
+        typer.echo(f"agent-ng: {e}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"agent-ng: serving on http://{settings.host}:{settings.port}", err=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port)

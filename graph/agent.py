@@ -30,7 +30,7 @@ from agent_ng.engine.store import MemoryToolStore, ToolStore
 from agent_ng.engine.stores import open_tool_store
 from agent_ng.engine.tool_calls import ToolCallWrapper, make_tool_node
 from agent_ng.graph.toolset import builtin_tools, load_tools
-from agent_ng.models.chat import chat_model
+from agent_ng.models.chat import resolve_model
 from agent_ng.nodes import LLM, TOOLS
 from agent_ng.nodes.llm import make_llm_node
 from agent_ng.nodes.memory import make_memory
@@ -57,7 +57,7 @@ async def route_tool_calls(state: AgentState) -> list[Send] | Literal["llm", "__
 
 
 def build_graph(
-    model: BaseChatModel | None = None,
+    model: BaseChatModel | str | None = None,
     tools: Sequence[BaseTool | Callable[..., Any]] | None = None,
     checkpointer: BaseCheckpointSaver | None = None,
     settings: Settings | None = None,
@@ -66,9 +66,10 @@ def build_graph(
     tool_store: ToolStore | None = None,
 ) -> CompiledStateGraph:
     """The agent graph. Tool calls go through the chain of ``agent_ng.engine.chain``, over
-    ``tool_store`` (default: one in memory); ``tool_wrappers`` replace the engine's part of it."""
+    ``tool_store`` (default: one in memory); ``tool_wrappers`` replace the engine's part of it.
+    ``model`` is a chat model, a ``"provider:model"`` string, or ``None`` for ``AGENT_MODEL``'s."""
     settings = settings or Settings()
-    model = model or chat_model(settings)
+    model = resolve_model(model, settings)
     tools = adapt_all(builtin_tools(settings) if tools is None else tools)
 
     builder = StateGraph(AgentState)
@@ -106,12 +107,14 @@ class Agent:
 @asynccontextmanager
 async def open_agent(
     settings: Settings,
-    model: BaseChatModel | None = None,
+    model: BaseChatModel | str | None = None,
     tools: Sequence[BaseTool | Callable[..., Any]] | None = None,
 ) -> AsyncIterator[Agent]:
     """The agent over everything ``settings`` name, open for the block: the checkpointer, the
     tool store, and the built-in plus MCP tools (only ``tools`` if given: no MCP server starts).
-    The tools come first, so an unusable MCP config fails before any store is opened."""
+    The model and then the tools come first, so an unusable ``AGENT_MODEL`` or MCP config fails
+    before any server starts or store is opened."""
+    model = resolve_model(model, settings)
     async with (
         load_tools(settings) if tools is None else nullcontext(tools) as loaded,
         open_checkpointer(settings.checkpoint_url, pool_size=settings.checkpoint_pool_size) as saver,

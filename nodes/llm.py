@@ -2,6 +2,9 @@
 
 The node consumes ``model.astream`` so LangGraph's messages mode forwards each chunk the moment
 the model makes it; the chunks are merged once at the end into the message that is stored.
+Any LangChain chat model works: one that does not stream yields a single whole ``AIMessage``,
+one may send whole ``tool_calls`` rather than ``tool_call_chunks``, and one that cannot bind
+tools (``NotImplementedError``) is called without them; the merge takes all of these.
 It also keeps two promises the graph relies on:
 
 - a turn stops after ``max_steps`` model calls with a plain answer saying so, instead of
@@ -34,7 +37,7 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.messages.utils import message_chunk_to_message
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
@@ -55,7 +58,8 @@ def make_llm_node(
     system_prompt: str | None = None,
     memory: Memory | None = None,
 ):
-    bound = model.bind_tools(tools) if tools else model
+    """The ``llm`` node: one model call per step, streamed, its answer stored whole."""
+    bound = with_tools(model, tools)
     system = [SystemMessage(system_prompt)] if system_prompt else []
 
     async def llm(state: AgentState, config: RunnableConfig) -> dict[str, list[AnyMessage]]:
@@ -69,6 +73,17 @@ def make_llm_node(
         return {"messages": [*repaired, answer, *invalid_call_errors(answer)], **recall.update}
 
     return llm
+
+
+def with_tools(model: BaseChatModel, tools: Sequence[BaseTool]) -> Runnable:
+    """The model with ``tools`` bound, or as it is if it cannot bind tools."""
+    if not tools:
+        return model
+    try:
+        return model.bind_tools(tools)
+    except NotImplementedError:
+        log.warning("%s cannot bind tools; it is called without them", type(model).__name__)
+        return model
 
 
 def valid_history(messages: list[AnyMessage]) -> tuple[list[AnyMessage], list[AnyMessage]]:
@@ -90,14 +105,40 @@ def model_turns(messages: Sequence[AnyMessage]) -> int:
     return turns
 
 
-def merge(chunks: list[AIMessageChunk]) -> AIMessage:
-    """One message from the streamed chunks, merged once (linear, unlike summing as they come)."""
+def merge(chunks: Sequence[AIMessage]) -> AIMessage:
+    """One message from the streamed chunks, merged once (linear, unlike summing as they come).
+
+    A model that does not stream yields one whole ``AIMessage``: that is the answer. A chunk
+    with whole ``tool_calls`` and no ``tool_call_chunks`` (which alone are merged) is rebuilt
+    with them; streamed chunks are merged as they are."""
     if not chunks:
         return AIMessage(content="")
+    if len(chunks) == 1 and not isinstance(chunks[0], AIMessageChunk):
+        return chunks[0]
+    if not all(isinstance(c, AIMessageChunk) and (c.tool_call_chunks or not c.tool_calls) for c in chunks):
+        chunks = [as_chunk(c) for c in chunks]
     return message_chunk_to_message(add_ai_message_chunks(*chunks))
 
 
+def as_chunk(message: AIMessage) -> AIMessageChunk:
+    """``message`` as a chunk whose ``tool_call_chunks`` carry its tool calls (one each, unindexed)."""
+    if isinstance(message, AIMessageChunk) and (message.tool_call_chunks or not message.tool_calls):
+        return message
+    return AIMessageChunk(
+        content=message.content,
+        additional_kwargs=message.additional_kwargs,
+        response_metadata=message.response_metadata,
+        usage_metadata=message.usage_metadata,
+        name=message.name,
+        id=message.id,
+        tool_calls=message.tool_calls,
+        invalid_tool_calls=message.invalid_tool_calls,
+        chunk_position=message.chunk_position if isinstance(message, AIMessageChunk) else None,
+    )
+
+
 def step_limit_answer(max_steps: int) -> AIMessage:
+    """The plain answer that ends a turn at ``max_steps`` model calls."""
     return AIMessage(
         content=(
             f"I stopped here because this request reached the limit of {max_steps} model "
@@ -108,6 +149,7 @@ def step_limit_answer(max_steps: int) -> AIMessage:
 
 
 def invalid_call_errors(answer: AIMessage) -> list[ToolMessage]:
+    """An error result for each call whose arguments did not parse, so the model can retry."""
     return [
         ToolMessage(
             content=(

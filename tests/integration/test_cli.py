@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from agent_ng.cli.view import PlainView, TurnView
@@ -21,10 +22,10 @@ from tests.helpers.paths import REPO
 ROOT = REPO
 
 
-def agent_ng(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+def agent_ng(*args: str, data_dir: Path, **env_vars: str) -> subprocess.CompletedProcess[str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENT_"))
-    } | {"AGENT_DATA_DIR": str(data_dir)}
+    } | {"AGENT_DATA_DIR": str(data_dir), **env_vars}
     return subprocess.run(
         [sys.executable, "-m", "agent_ng.cli.main", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
@@ -39,6 +40,17 @@ def test_ask_offline_runs_both_tools_and_streams_the_answer(tmp_path):
     assert "[calculator] started" in out and "[count_primes] started" in out
     assert "[count_primes] 100% sieved 200,000 of 200,000" in out
     assert "17*23 = 391." in out and "There are 17,984 primes below 200,000." in out
+
+
+@pytest.mark.parametrize("command", [["ask", "hi"], ["serve", "--port", "1"]])
+def test_a_model_whose_provider_package_is_missing_is_one_line_and_exit_2(tmp_path, command):
+    done = agent_ng(*command, data_dir=tmp_path, AGENT_MODEL="mistralai:mistral-large-latest")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "agent-ng: AGENT_MODEL=mistralai:mistral-large-latest needs the langchain-mistralai package: "
+        "pip install langchain-mistralai"
+    ]
+    assert not (tmp_path / "checkpoints.db").exists(), "nothing is opened before the model is known"
 
 
 def test_a_thread_continues_in_a_new_process_from_the_sqlite_file(tmp_path):

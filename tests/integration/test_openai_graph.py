@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
 
 from agent_ng.graph.agent import build_graph
 from agent_ng.graph.events import stream
@@ -74,3 +75,40 @@ async def test_first_token_reaches_the_event_stream_while_the_server_is_still_se
                     assert not release.is_set()
                     release.set()
     assert "".join(texts) == "one two three four five six"
+
+
+async def test_agent_model_in_provider_form_drives_the_server_through_the_graph(openai_server, monkeypatch):
+    monkeypatch.setenv("AGENT_MODEL", "openai:gpt-4o-mini")
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    openai_server.script.replies += [
+        Reply(tool_calls=[("calculator", {"expression": "6*7"}), ("calculator", {"expression": "2**10"})]),
+        Reply(text="6*7 is 42 and 2**10 is 1024."),
+    ]
+    settings = Settings(checkpoint_url="memory://", system_prompt="Be brief.")
+    assert settings.model == "openai:gpt-4o-mini"
+    graph = build_graph(tools=[calculator], checkpointer=InMemorySaver(), settings=settings)
+    config = {"configurable": {"thread_id": "provider-form"}}
+
+    async with asyncio.timeout(GUARD_S):
+        events = [e async for e in stream(graph, {"messages": [HumanMessage("6*7 and 2**10?")]}, config)]
+
+    assert sorted(e.content for e in events if e.type == "tool_result") == ["1024", "42"]
+    assert "".join(e.text for e in events if e.type == "content") == "6*7 is 42 and 2**10 is 1024."
+    assert events[-1].type == "run_end" and events[-1].status == "done"
+    assert [r["model"] for r in openai_server.script.requests] == ["gpt-4o-mini", "gpt-4o-mini"]
+    history = (await graph.aget_state(config)).values["messages"]
+    assert [m.type for m in history] == ["human", "ai", "tool", "tool", "ai"]
+    assert history[-1].content == "6*7 is 42 and 2**10 is 1024."
+
+
+async def test_build_graph_takes_the_provider_string_itself(openai_server):
+    openai_server.script.replies.append(Reply(text="Hello there."))
+    settings = server_settings(openai_server.base_url)
+    graph = build_graph("openai:gpt-4o-mini", tools=[], settings=settings)
+
+    async with asyncio.timeout(GUARD_S):
+        events = [e async for e in stream(graph, {"messages": [HumanMessage("hi")]}, {})]
+
+    assert "".join(e.text for e in events if e.type == "content") == "Hello there."
+    assert [r["model"] for r in openai_server.script.requests] == ["gpt-4o-mini"]
