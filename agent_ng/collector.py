@@ -22,5 +22,6 @@ generation's (Python's default: ``(700, 10, 10)``)."""
 
 
 def tune_collector() -> None:
+    """Freeze start-up objects and make collections rare (the module docstring says why)."""
     gc.freeze()
     gc.set_threshold(*THRESHOLDS)

@@ -102,7 +102,7 @@ async def one_stream(url: str, path: str, body: dict, is_token: IsToken, tokens:
             writer.close()
     if len(times) != tokens:
         return Stream(error=f"{len(times)} of {tokens} tokens")
-    gaps = tuple(b - a for a, b in zip(times, times[1:]))
+    gaps = tuple(b - a for a, b in zip(times, times[1:], strict=False))
     return Stream(
         headers_s=headers_at - start, ttft_s=times[0] - start, last_s=times[-1] - start, gaps_s=gaps
     )

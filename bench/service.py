@@ -299,8 +299,8 @@ def plot(result: Result, directory: Path) -> list[Path]:
         ("gap between tokens, p99 (ms)", [("gap_p99_ms", "", "-")]),
         ("server CPU (cores)", [("server_cores", "", "-")]),
     ]
-    colors = dict(zip(servers, ("tab:blue", "tab:red")))
-    for ax, (title, series) in zip(axes, panels):
+    colors = dict(zip(servers, ("tab:blue", "tab:red"), strict=False))
+    for ax, (title, series) in zip(axes, panels, strict=True):
         for server in servers:
             mine = [r for r in rows if r["server"] == server]
             for key, label, style in series:

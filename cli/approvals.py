@@ -69,6 +69,7 @@ def ask(value: Any, console: Console) -> dict[str, Any] | None:
 
 
 def prompt_json(console: Console, label: str) -> Any:
+    """Ask until the answer is valid JSON; None at end of input."""
     while True:
         try:
             text = console.input(f"{label}: ")

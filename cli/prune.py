@@ -45,6 +45,7 @@ def prune_command(
 
 
 async def run_prune(settings: Settings, retention: Retention) -> PruneReport:
+    """Prune every thread once; the saver's own background retention is off, so this pass is the only one."""
     async with open_checkpointer(
         settings.checkpoint_url, pool_size=settings.checkpoint_pool_size, retention=OFF
     ) as saver:

@@ -35,11 +35,13 @@ def stats(
 
 
 async def load(url: str) -> list[ToolStats]:
+    """Every tool's stats from the store at ``url``."""
     async with open_tool_store(url) as store:
         return await tool_stats(store)
 
 
 def table(rows: list[ToolStats], source: str) -> Table:
+    """The stats as a table, its caption naming the store they came from."""
     table = Table(
         title="Tool calls",
         caption=f"from {source}\ncached calls did not run; durations: recent successful runs",

@@ -119,6 +119,7 @@ def delete(
 
 
 def message_line(message: AnyMessage) -> str:
+    """One message as ``threads show`` prints it: Rich markup, the message's own text escaped."""
     if isinstance(message, HumanMessage):
         return f"[bold]user:[/] {escape(message.text)}"
     if isinstance(message, ToolMessage):

@@ -36,6 +36,7 @@ def list_tools() -> None:
 
 
 async def listing(settings: Settings) -> tuple[tuple[list[BaseTool], dict[str, str]], dict[str, str]]:
+    """The inventory and the timings, in one event loop."""
     return await inventory(settings), await recent_timings(settings)
 
 
@@ -68,6 +69,7 @@ async def recent_timings(settings: Settings) -> dict[str, str]:
 
 
 def table(tools: list[BaseTool], timings: dict[str, str]) -> Table:
+    """One row per tool: its source, its ``ToolSpec`` settings and its timings."""
     table = Table(title="Tools", caption="timings: p50 / p95 / max of recent runs")
     for column in ("tool", "source", "timeout", "cache", "group", "approval", "timings"):
         table.add_column(column, no_wrap=column in ("tool", "source"))
@@ -86,4 +88,5 @@ def table(tools: list[BaseTool], timings: dict[str, str]) -> Table:
 
 
 def seconds(value: float | None) -> str:
+    """Seconds to three significant digits; ``-`` when unset."""
     return "-" if value is None else f"{value:.3g} s"

@@ -52,6 +52,7 @@ def tool_call_chain(
 
 
 def engine_wrappers(settings: Settings, store: ToolStore) -> list[ToolCallWrapper]:
+    """The chain from ``RecordedResults`` in, as settings make it: the part ``engine`` replaces."""
     limits = group_limits_of(settings)
     return [
         RecordedResults(store),
@@ -74,6 +75,7 @@ def tracing(settings: Settings) -> list[ToolCallWrapper]:
 
 
 def group_config(settings: Settings) -> GroupConfig:
+    """The settings' group limits as a hashable value, so equal settings share one ``GroupLimits``."""
     return GroupConfig(
         tuple(sorted(settings.group_limits.items())),
         settings.adaptive_concurrency,

@@ -176,6 +176,8 @@ def _average(previous: float | None, sample: float, weight: float) -> float:
 
 @dataclass(slots=True)
 class Group:
+    """One concurrency group: the gate its calls wait at, and the limit it learns when adaptive."""
+
     gate: Gate
     adaptive: AdaptiveLimit | None = None
     learning: threading.Lock = field(default_factory=threading.Lock)
@@ -250,6 +252,8 @@ class GroupLimits:
 
 @dataclass(frozen=True, slots=True)
 class GroupConfig:
+    """Group limits as a value: ``shared_group_limits`` keeps one ``GroupLimits`` per config."""
+
     limits: tuple[tuple[str, int], ...]
     adaptive: bool = False
     floor: int = 1

@@ -27,6 +27,8 @@ from agent_ng.engine.store import (
 
 
 class RedisToolStore:
+    """The ``ToolStore`` in Redis, every key under ``prefix``; ``open`` it from a ``redis://`` URL."""
+
     def __init__(
         self, client, max_entries: int, prefix: str, durations_kept: int = DURATIONS_KEPT
     ) -> None:

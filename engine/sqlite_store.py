@@ -47,6 +47,8 @@ CREATE INDEX IF NOT EXISTS tool_results_expiry ON tool_results (expires_at);
 
 
 class SqliteToolStore:
+    """The ``ToolStore`` in one SQLite file; ``open`` it from a ``sqlite:///`` URL."""
+
     def __init__(
         self, db: aiosqlite.Connection, max_entries: int, durations_kept: int = DURATIONS_KEPT
     ) -> None:

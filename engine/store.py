@@ -31,6 +31,8 @@ RESULTS_KEPT_S = 7 * 24 * 3600.0
 
 @dataclass(frozen=True, slots=True)
 class CachedResult:
+    """A cached tool result and when it expires."""
+
     content: Content
     expires_at: float
 
@@ -49,6 +51,8 @@ class ToolCounts:
 
 
 class ToolStore(Protocol):
+    """What the engine keeps beyond one call, whichever the store (memory, SQLite, Redis)."""
+
     async def cached(self, key: str, now: float) -> CachedResult | None:
         """The result stored under ``key`` unless it expired by ``now``."""
 

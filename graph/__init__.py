@@ -1,0 +1,1 @@
+"""The agent graph: built from a model and tools, streamed as ``AgentEvent``s."""

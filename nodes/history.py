@@ -66,6 +66,7 @@ def violations(messages: Sequence[BaseMessage]) -> list[str]:
 
 
 def is_valid(messages: Sequence[BaseMessage]) -> bool:
+    """Whether the history keeps the rule, so a model will take it as is."""
     return not violations(messages)
 
 

@@ -121,6 +121,7 @@ def window(history: Sequence[AnyMessage], budget: int, count: TokenCounter) -> l
 
 
 def last_index(messages: Sequence[BaseMessage], kind: type[BaseMessage]) -> int | None:
+    """Index of the last message of type ``kind``, or None."""
     return next((i for i in range(len(messages) - 1, -1, -1) if isinstance(messages[i], kind)), None)
 
 
@@ -157,6 +158,7 @@ async def summarize_messages(
 
 
 def transcript_line(message: BaseMessage) -> str:
+    """One message as a line of the transcript the summariser reads."""
     if isinstance(message, HumanMessage):
         return f"user: {message.text}"
     if isinstance(message, ToolMessage):

@@ -14,6 +14,8 @@ from typing_extensions import TypedDict
 
 
 class AgentState(TypedDict):
+    """The graph's state: the conversation, and its summary when memory summarises."""
+
     messages: Annotated[list[AnyMessage], add_messages]
     summary: NotRequired[str]
     summary_through: NotRequired[str]

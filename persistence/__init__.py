@@ -1,0 +1,1 @@
+"""Where threads live: checkpointers by URL, retention, thread locks, thread operations."""

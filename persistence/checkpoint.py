@@ -54,6 +54,7 @@ async def open_checkpointer(
     retention: Retention | None = None,
     lock_url: str | None = None,
 ) -> AsyncIterator[BaseCheckpointSaver]:
+    """The saver ``url`` names, its tables set up, with the thread locks and background pruning of its kind."""
     scheme, _, rest = url.partition("://")
     if scheme == "memory":
         yield InMemorySaver()

@@ -27,12 +27,15 @@ CONNECTION_LOST = ("08", "57P")
 
 
 def connection_lost(error: BaseException) -> bool:
+    """Whether ``error`` means the connection is gone (worth one retry), not that the statement failed."""
     if not isinstance(error, psycopg.OperationalError):
         return False
     return error.sqlstate is None or error.sqlstate.startswith(CONNECTION_LOST)
 
 
 class ReconnectingPostgresSaver(AsyncPostgresSaver):
+    """``AsyncPostgresSaver`` that runs an operation once more after a lost connection."""
+
     retried: int = 0
     """Operations this saver ran a second time after a lost connection."""
 

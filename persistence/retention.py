@@ -46,6 +46,8 @@ UUID_EPOCH_OFFSET = 0x01B21DD213814000
 
 @dataclass(frozen=True, slots=True)
 class Retention:
+    """What ``prune`` keeps, and how often ``retain`` runs it; 0 turns either limit off."""
+
     keep_checkpoints: int = 20
     """Newest checkpoints kept per thread (and namespace); 0 keeps all."""
     thread_ttl_s: float = 0
@@ -68,6 +70,8 @@ class Retention:
 
 @dataclass(slots=True)
 class PruneReport:
+    """What one ``prune`` pass did; ``summary`` is the line ``agent-ng prune`` prints."""
+
     checkpoints_deleted: int = 0
     threads_pruned: list[str] = field(default_factory=list)
     threads_deleted: list[str] = field(default_factory=list)
@@ -82,6 +86,8 @@ class PruneReport:
 
 
 class Store(Protocol):
+    """The queries ``prune`` runs on one kind of checkpointer's tables (``SqliteStore``, ``PostgresStore``)."""
+
     async def overfull(self, keep: int) -> list[str]: ...
     async def idle(self, before_id: str) -> list[str]: ...
     async def last_id(self, thread_id: str) -> str | None: ...
@@ -252,10 +258,12 @@ class PostgresStore:
 
 
 def versions(rows: list[dict]) -> set[tuple[str, str]]:
+    """The ``(channel, version)`` blobs that the ``channel_versions`` in ``rows`` point at."""
     return {(channel, str(version)) for r in rows for channel, version in (r["v"] or {}).items()}
 
 
 def store_of(saver: BaseCheckpointSaver) -> Store:
+    """The ``Store`` for ``saver``'s tables; only the SQLite and PostgreSQL savers have tables to prune."""
     names = {cls.__name__ for cls in type(saver).__mro__}
     if "AsyncSqliteSaver" in names:
         return SqliteStore(saver)

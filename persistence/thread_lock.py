@@ -24,9 +24,9 @@ import fcntl
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
-from typing import Any, AsyncContextManager
+from typing import Any
 from weakref import WeakKeyDictionary
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -170,7 +170,7 @@ def locks_of(saver: BaseCheckpointSaver) -> ThreadLocks:
     return locks
 
 
-def hold_thread(graph: Any, thread_id: str | None) -> AsyncContextManager[None]:
+def hold_thread(graph: Any, thread_id: str | None) -> AbstractAsyncContextManager[None]:
     """Hold ``thread_id`` of ``graph``'s checkpointer; a no-op without a thread or checkpointer."""
     saver = getattr(graph, "checkpointer", None)
     if thread_id is None or not isinstance(saver, BaseCheckpointSaver):

@@ -40,6 +40,8 @@ THREADS_SQL = (
 
 
 class ThreadNotFoundError(LookupError):
+    """No such thread, or no such checkpoint of it."""
+
     def __init__(self, thread_id: str, checkpoint_id: str | None = None) -> None:
         what = f"checkpoint {checkpoint_id!r} of thread {thread_id!r}" if checkpoint_id else f"thread {thread_id!r}"
         super().__init__(f"no {what}")
@@ -60,6 +62,8 @@ class UnfinishedRunError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class ThreadInfo:
+    """A thread at a glance (``list_threads``): last write, size, status, last question."""
+
     thread_id: str
     updated_at: str | None
     messages: int
@@ -69,6 +73,8 @@ class ThreadInfo:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointInfo:
+    """One checkpoint of a thread: when, at which step, and which nodes it left to run."""
+
     checkpoint_id: str
     created_at: str | None
     step: int | None
@@ -79,6 +85,8 @@ class CheckpointInfo:
 
 @dataclass(frozen=True, slots=True)
 class ThreadHistory:
+    """A thread as ``show_thread`` reads it: its messages, what it waits for, its checkpoints."""
+
     thread_id: str
     status: ThreadStatus
     messages: list[AnyMessage]
@@ -88,6 +96,7 @@ class ThreadHistory:
 
 
 def thread_config(thread_id: str, checkpoint_id: str | None = None) -> dict[str, Any]:
+    """The run config that addresses ``thread_id``, at ``checkpoint_id`` when given."""
     configurable = {"thread_id": thread_id}
     if checkpoint_id:
         configurable["checkpoint_id"] = checkpoint_id
@@ -95,6 +104,7 @@ def thread_config(thread_id: str, checkpoint_id: str | None = None) -> dict[str,
 
 
 def saver_of(graph: Pregel) -> BaseCheckpointSaver:
+    """The graph's checkpointer; thread operations refuse a graph without one."""
     if not isinstance(graph.checkpointer, BaseCheckpointSaver):
         raise ValueError("thread operations need a graph built with a checkpointer")
     return graph.checkpointer
@@ -128,6 +138,7 @@ def status_of(snapshot: StateSnapshot) -> ThreadStatus:
 
 
 async def thread_status(graph: Pregel, thread_id: str) -> ThreadStatus:
+    """Whether the thread is idle, waits for an approval, or stopped mid-way."""
     return status_of(await graph.aget_state(thread_config(thread_id)))
 
 

@@ -112,6 +112,7 @@ def create_app(
 
 
 def event_log(settings: ServiceSettings) -> EventLog:
+    """The runs' event log: in Redis when ``AGENT_REDIS_URL`` is set (replicas share it), else in this process."""
     if settings.redis_url:
         return RedisEventLog(
             settings.redis_url,
@@ -123,12 +124,14 @@ def event_log(settings: ServiceSettings) -> EventLog:
 
 
 async def unfinished_run(request: Request, error: Exception) -> JSONResponse:
+    """409 for a question on a thread whose last run has not finished."""
     return JSONResponse({"detail": str(error)}, status_code=409)
 
 
 async def require_api_key(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
+    """401 unless the request carries the ``AGENT_API_KEY`` bearer token (when one is set)."""
     key = request.app.state.settings.api_key
     if key is None:
         return

@@ -27,6 +27,8 @@ log = logging.getLogger("agent_ng.service")
 
 @dataclass
 class BackgroundRuns:
+    """The runs of this replica, each a task writing its events to ``events``."""
+
     runner: Runner
     events: EventLog
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)

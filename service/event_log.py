@@ -30,6 +30,8 @@ END = "run_end"
 
 
 class EventLog(Protocol):
+    """Where runs' events are kept for replay: ``MemoryEventLog`` or ``RedisEventLog``."""
+
     async def open(self, run_id: str, thread_id: str) -> None:
         """Start the log of a new run on ``thread_id``."""
 
@@ -60,6 +62,7 @@ def event_json(data: dict[str, Any]) -> str:
 
 
 def event_id(run_id: str, cursor: str) -> str:
+    """The SSE ``id`` of the event at ``cursor`` of ``run_id`` (``parse_event_id`` reads it back)."""
     return f"{run_id}:{cursor}"
 
 
@@ -86,6 +89,8 @@ class _RunEvents:
 
 @dataclass
 class MemoryEventLog:
+    """The event log in this process, for one replica: a bounded deque per run."""
+
     max_events: int = 10_000
     retention_s: float = 600.0
     _runs: dict[str, _RunEvents] = field(default_factory=dict)
@@ -149,6 +154,8 @@ class MemoryEventLog:
 
 @dataclass
 class RedisEventLog:
+    """The event log in Redis, a stream per run, so any replica can serve a reconnect or a cancel."""
+
     url: str
     prefix: str = "agent-ng:"
     max_events: int = 10_000

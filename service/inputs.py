@@ -38,6 +38,8 @@ class RunConfig(BaseModel):
 
 
 class RunRequest(BaseModel):
+    """A question for a thread, and how its run goes."""
+
     model_config = ConfigDict(extra="forbid")
 
     input: str = Field(description="The question, as the user typed it.")
@@ -50,10 +52,12 @@ class RunRequest(BaseModel):
 
 
 def invalid(loc: tuple[str | int, ...], msg: str, type_: str = "value_error") -> NoReturn:
+    """Refuse the request with a 422 shaped like FastAPI's own, at ``loc``."""
     raise RequestValidationError([{"loc": loc, "msg": msg, "type": type_}])
 
 
 def check_question(text: str, settings: ServiceSettings, *, loc: tuple[str, ...]) -> None:
+    """A 422 for an empty question or one past ``AGENT_MAX_INPUT_CHARS``."""
     if not text.strip():
         invalid(loc, "the question is empty", "string_too_short")
     if len(text) > settings.max_input_chars:
@@ -66,6 +70,7 @@ def check_question(text: str, settings: ServiceSettings, *, loc: tuple[str, ...]
 
 
 def check_thread_id(thread_id: str, *, loc: tuple[str, ...]) -> None:
+    """A 422 for a thread id that the routes' path pattern would refuse (one sent in a body)."""
     if not re.match(THREAD_ID_PATTERN, thread_id):
         invalid(
             loc,

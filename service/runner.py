@@ -38,6 +38,8 @@ log = logging.getLogger("agent_ng.service")
 
 @dataclass
 class Runner:
+    """Runs the graph for the service: one run per thread at a time (the next waits), each one counted."""
+
     graph: Pregel
     metrics: Metrics
     _locks: WeakValueDictionary[str, asyncio.Lock] = field(default_factory=WeakValueDictionary)

@@ -45,6 +45,7 @@ async def stream_run(
     request: Request,
     last_event_id: str | None = Header(default=None),
 ) -> EventSourceResponse:
+    """Start a run and stream its events; with ``Last-Event-ID``, stream that run again from there."""
     settings = request.app.state.settings
     check_question(body.input, settings, loc=("body", "input"))
     runs: BackgroundRuns = request.app.state.runs
@@ -64,6 +65,7 @@ async def stream_run(
 
 @router.post("/threads/{thread_id}/runs", status_code=202, summary="Start a run in the background")
 async def start_run(thread_id: ThreadId, body: RunRequest, request: Request) -> dict[str, str]:
+    """Start a run that goes on without a client; join its stream with the run id."""
     check_question(body.input, request.app.state.settings, loc=("body", "input"))
     run_id = await start(request.app.state.runs, request, thread_id, body)
     return {"run_id": run_id, "thread_id": thread_id}
@@ -76,6 +78,7 @@ async def join_run(
     request: Request,
     last_event_id: str | None = Header(default=None),
 ) -> EventSourceResponse:
+    """Stream a run's events from its start, or after ``Last-Event-ID``, then live until it ends."""
     runs: BackgroundRuns = request.app.state.runs
     after = None
     if last_event_id is not None:
@@ -104,6 +107,7 @@ async def cancel_run(thread_id: ThreadId, run_id: str, request: Request) -> JSON
 
 
 async def start(runs: BackgroundRuns, request: Request, thread_id: str, body: RunRequest) -> str:
+    """Start the run; a thread that waits for approval is refused now (409) unless a run is ahead of it."""
     runner = request.app.state.runner
     if not runner.busy(thread_id):  # a run ahead of this one is checked when it ends
         await runner.ready(thread_id)
@@ -111,6 +115,7 @@ async def start(runs: BackgroundRuns, request: Request, thread_id: str, body: Ru
 
 
 async def known(runs: BackgroundRuns, thread_id: str, run_id: str) -> None:
+    """404 unless ``run_id`` is a run of ``thread_id`` that the log still holds."""
     if await runs.events.thread_of(run_id) != thread_id:
         raise HTTPException(404, f"no run {run_id} on thread {thread_id} (unknown or expired)")
 
@@ -127,6 +132,7 @@ async def joined(runs: BackgroundRuns, thread_id: str, last_event_id: str) -> tu
 async def sse_events(
     run_id: str, entries: AsyncIterator[Entry], on_lost: Callable[[], None] = lambda: None
 ) -> AsyncIterator[ServerSentEvent]:
+    """The log's entries as SSE events; ``on_lost`` runs when the stream stops before ``run_end``."""
     ended = False
     try:
         async for cursor, data in entries:

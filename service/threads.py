@@ -26,12 +26,16 @@ EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 class ToolCallOut(BaseModel):
+    """A tool call the model made."""
+
     id: str | None
     name: str
     args: Any
 
 
 class MessageOut(BaseModel):
+    """One message of a thread."""
+
     id: str | None
     role: Literal["user", "assistant", "tool", "system"]
     content: str
@@ -42,6 +46,8 @@ class MessageOut(BaseModel):
 
 
 class ThreadSummary(BaseModel):
+    """A thread in the list."""
+
     thread_id: str
     title: str
     """The thread's first question, cut to 80 characters."""
@@ -50,6 +56,8 @@ class ThreadSummary(BaseModel):
 
 
 class ThreadState(BaseModel):
+    """A thread's messages at its latest checkpoint."""
+
     thread_id: str
     messages: list[MessageOut]
     next: list[str]
@@ -59,6 +67,8 @@ class ThreadState(BaseModel):
 
 
 class CheckpointOut(BaseModel):
+    """One checkpoint of a thread."""
+
     checkpoint_id: str | None
     parent_checkpoint_id: str | None
     step: int | None
@@ -72,6 +82,7 @@ class CheckpointOut(BaseModel):
 async def list_threads(
     request: Request, limit: int = Query(50, ge=1, le=500)
 ) -> list[ThreadSummary]:
+    """The most recently updated threads, each titled by its first question."""
     saver = stored.saver_of(request.app.state.runner.graph)
     summaries = [
         ThreadSummary(
@@ -88,6 +99,7 @@ async def list_threads(
 
 @router.get("/{thread_id}", summary="A thread's messages")
 async def get_thread(thread_id: ThreadId, request: Request) -> ThreadState:
+    """The thread's messages at its latest checkpoint, and what is left to run."""
     state = await request.app.state.runner.graph.aget_state(thread_config(thread_id))
     if not state.values:
         raise HTTPException(404, f"no thread {thread_id!r}")
@@ -104,6 +116,7 @@ async def get_thread(thread_id: ThreadId, request: Request) -> ThreadState:
 async def thread_history(
     thread_id: ThreadId, request: Request, limit: int = Query(50, ge=1, le=1000)
 ) -> list[CheckpointOut]:
+    """The thread's checkpoints, newest first: the step and the source that wrote each."""
     graph = request.app.state.runner.graph
     history = [
         CheckpointOut(
@@ -126,6 +139,7 @@ async def thread_history(
 
 @router.delete("/{thread_id}", status_code=204, summary="Delete a thread and its checkpoints")
 async def delete_thread(thread_id: ThreadId, request: Request) -> Response:
+    """Delete the thread and its checkpoints; 409 while a run is writing it."""
     runner = request.app.state.runner
     if runner.busy(thread_id):
         raise HTTPException(409, f"thread {thread_id!r} has a run in progress; delete it afterwards")
@@ -139,12 +153,14 @@ async def delete_thread(thread_id: ThreadId, request: Request) -> Response:
 
 
 def title(messages: list[AnyMessage]) -> str:
+    """The thread's first question on one line, cut to ``TITLE_CHARS``."""
     first = next((m.text for m in messages if isinstance(m, HumanMessage)), "")
     first = " ".join(first.split())
     return first if len(first) <= TITLE_CHARS else first[: TITLE_CHARS - 1] + "…"
 
 
 def message_out(message: AnyMessage) -> MessageOut:
+    """A LangChain message as the API shows it."""
     common = {"id": message.id, "content": message.text}
     if isinstance(message, AIMessage):
         calls = [

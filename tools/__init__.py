@@ -1,0 +1,1 @@
+"""The agent's tools, and the kit for writing more (``ToolSpec``, ``progress``); no tool reads settings."""

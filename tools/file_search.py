@@ -35,6 +35,8 @@ BINARY_SNIFF = 8_192
 
 @dataclass(slots=True)
 class Findings:
+    """What a search found, and what it skipped and why, for ``summary``."""
+
     matches: list[str] = field(default_factory=list)
     files_with_matches: int = 0
     searched: int = 0
@@ -62,6 +64,7 @@ def relative_glob(glob: str, root: Path) -> str:
 
 
 def compiled(pattern: str, literal: bool) -> re.Pattern[str]:
+    """The pattern as a regex; a ValueError the model can act on when it is not one."""
     if not pattern:
         raise ValueError("pattern is empty")
     if len(pattern) > MAX_PATTERN:
@@ -108,6 +111,7 @@ def scan_file(
     max_matches: int,
     max_file_bytes: int,
 ) -> None:
+    """Add a file's matching lines to ``found``, or count why it was skipped."""
     path = (root / name).resolve()
     if not path.is_relative_to(root):
         found.outside.append(name)
@@ -138,6 +142,7 @@ def scan_file(
 
 
 def summary(found: Findings, picked: int, max_matches: int, max_files: int) -> str:
+    """What the model reads: the counts, why the search stopped or skipped files, then the matching lines."""
     lines = [
         f"{len(found.matches)} matching lines in {found.files_with_matches} files"
         f" ({found.searched} text files searched)"

@@ -130,10 +130,12 @@ async def vetted_address(url: httpx.URL, policy: AddressPolicy) -> str:
 
 
 def is_text(content_type: str) -> bool:
+    """Whether ``content_type`` is a text type; a missing one counts as text."""
     return not content_type or any(marker in content_type.lower() for marker in TEXT_TYPES)
 
 
 def transfer_progress(received: int, total: int | None) -> tuple[float | None, str]:
+    """``received`` bytes as a progress report: a fraction only when the length is known."""
     if total:
         return min(received / total, 1.0), f"{received:,} of {total:,} bytes"
     return None, f"{received:,} bytes so far"

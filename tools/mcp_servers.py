@@ -124,6 +124,8 @@ class ServerConfig(BaseModel):
 
 
 class McpConfig(BaseModel):
+    """The file's shape, ``{"mcpServers": {name: ServerConfig}}``, as other MCP clients write it."""
+
     mcpServers: dict[str, ServerConfig]
 
 
@@ -165,6 +167,8 @@ class WatchedTransport(httpx.AsyncBaseTransport):
 
 
 class WatchedStream(httpx.AsyncByteStream):
+    """A response body that reports a transport error met while it is read."""
+
     def __init__(self, inner: Any, on_error: Callable[[Exception], None]) -> None:
         self._inner = inner
         self._on_error = on_error
@@ -312,6 +316,8 @@ def describe(e: BaseException) -> str:
 
 @dataclasses.dataclass
 class McpServers:
+    """The configured servers once started: their tools together, and why the others have none."""
+
     servers: list[McpServer]
 
     @property

@@ -101,6 +101,7 @@ def checked_query(query: str) -> str:
 
 
 def connect(db: Path, timeout_s: float) -> tuple[sqlite3.Connection, Reads]:
+    """A connection that can only read ``db``: a read-only file, ``query_only``, and the ``Reads`` authorizer."""
     if not db.is_file():
         raise ValueError(f"the database {db} does not exist; set AGENT_SQL_DB to a SQLite file")
     connection = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=timeout_s)
@@ -136,10 +137,12 @@ def fetch_rows(cursor: sqlite3.Cursor, max_rows: int, total: int | None) -> tupl
 
 
 def cell(value: Any) -> Any:
+    """A value as JSON can carry it: a blob becomes a note of its size."""
     return f"<blob of {len(value):,} bytes>" if isinstance(value, bytes) else value
 
 
 def run_query(db: Path, query: str, params: Any, max_rows: int, timeout_s: float) -> dict[str, Any]:
+    """Run one read-only query within ``timeout_s``; the tool's result: columns, rows, whether some were left out."""
     text = checked_query(query)
     deadline = monotonic() + timeout_s
     connection, reads = connect(db, timeout_s)

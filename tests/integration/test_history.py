@@ -192,47 +192,51 @@ def until_stoppable(turn: Turn):
 async def play(graph, turns: list[Turn], thread: str) -> None:
     config = {"configurable": {"thread_id": thread}}
     for number, turn in enumerate(turns):
-        question = {"messages": [HumanMessage(f"question {number}")]}
-        ready = until_stoppable(turn)
-        ended: set[str] = set()
-        started: set[str] = set()
-
-        def note(event) -> bool:
-            if event.type in ("tool_complete", "tool_error"):
-                ended.add(event.tool_call_id)
-            elif event.type == "tool_start" and event.name == "block":
-                started.add(event.tool_call_id)
-            return ready(ended, started)
-
-        if turn.stop == "cancel":
-            async def consume():
-                async for event in stream(graph, question, config):
-                    if note(event):
-                        task.cancel()
-        elif turn.stop == "crash":
-            async def consume():
-                run = _Run("crash", thread)
-                parts = graph.astream(question, config, stream_mode=["messages", "custom", "updates"], durability="sync")
-                async for mode, chunk in parts:
-                    if any(note(event) for event in run.translate(mode, chunk)):
-                        task.cancel()
-        else:
-            async def consume():
-                events = [e async for e in stream(graph, question, config)]
-                while turn.stop == "none" and events[-1].status == "interrupted":
-                    answers = {e.interrupt_id: "reject" for e in events if e.type == "interrupt"}
-                    events = [e async for e in stream(graph, Command(resume=answers), config)]
-                assert events[-1].status == ("interrupted" if turn.stop == "waiting" else "done")
-
-        task = asyncio.create_task(consume())
-        async with asyncio.timeout(GUARD_S):
-            await asyncio.gather(task, return_exceptions=True)
-        if turn.stop in ("cancel", "crash"):
-            assert task.cancelled()
-        else:
-            task.result()
+        await play_turn(graph, turn, {"messages": [HumanMessage(f"question {number}")]}, config, thread)
     async with asyncio.timeout(GUARD_S):
         assert [e async for e in stream(graph, {"messages": [HumanMessage("last")]}, config)][-1].status == "done"
+
+
+async def play_turn(graph, turn: Turn, question: dict, config: dict, thread: str) -> None:
+    """One turn, stopped as ``turn.stop`` says (a function of its own, so the closures bind this turn)."""
+    ready = until_stoppable(turn)
+    ended: set[str] = set()
+    started: set[str] = set()
+
+    def note(event) -> bool:
+        if event.type in ("tool_complete", "tool_error"):
+            ended.add(event.tool_call_id)
+        elif event.type == "tool_start" and event.name == "block":
+            started.add(event.tool_call_id)
+        return ready(ended, started)
+
+    if turn.stop == "cancel":
+        async def consume():
+            async for event in stream(graph, question, config):
+                if note(event):
+                    task.cancel()
+    elif turn.stop == "crash":
+        async def consume():
+            run = _Run("crash", thread)
+            parts = graph.astream(question, config, stream_mode=["messages", "custom", "updates"], durability="sync")
+            async for mode, chunk in parts:
+                if any(note(event) for event in run.translate(mode, chunk)):
+                    task.cancel()
+    else:
+        async def consume():
+            events = [e async for e in stream(graph, question, config)]
+            while turn.stop == "none" and events[-1].status == "interrupted":
+                answers = {e.interrupt_id: "reject" for e in events if e.type == "interrupt"}
+                events = [e async for e in stream(graph, Command(resume=answers), config)]
+            assert events[-1].status == ("interrupted" if turn.stop == "waiting" else "done")
+
+    task = asyncio.create_task(consume())
+    async with asyncio.timeout(GUARD_S):
+        await asyncio.gather(task, return_exceptions=True)
+    if turn.stop in ("cancel", "crash"):
+        assert task.cancelled()
+    else:
+        task.result()
 
 
 def scripted_replies(turns: list[Turn], reply) -> list:

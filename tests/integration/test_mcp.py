@@ -109,7 +109,7 @@ async def test_two_calls_of_one_mcp_tool_stream_their_own_progress_and_finish(tm
             ],
         )
 
-    ids = dict(zip(["A", "B"], model.replies[0].ids))
+    ids = dict(zip(["A", "B"], model.replies[0].ids, strict=True))
     progress = of_type(events, "tool_progress")
     for label, call_id in ids.items():
         mine = [e for e in progress if e.tool_call_id == call_id]

@@ -43,7 +43,7 @@ def test_four_processes_share_one_sqlite_file(tmp_path):
         for child in children:
             if child.poll() is None:
                 child.kill()
-    for child, (out, err) in zip(children, outcomes):
+    for child, (out, err) in zip(children, outcomes, strict=True):
         assert "locked" not in err and child.returncode == 0, err
         assert out.split().count("done") == RUNS
 
