@@ -29,7 +29,7 @@ _WHERE = {
     "build_graph": "agent_ng.graph.agent",
     "open_agent": "agent_ng.graph.agent",
     "stream": "agent_ng.graph.events",
-    "AgentEvent": "agent_ng.graph.events",
+    "AgentEvent": "agent_ng.contract",
     "Settings": "agent_ng.settings",
     "Progress": "agent_ng.tools.progress",
     "ToolSpec": "agent_ng.tools.registry",

@@ -29,6 +29,7 @@ from agent_ng.cli.stats import stats
 from agent_ng.cli.tools import list_tools
 from agent_ng.cli.view import PlainView, TurnView
 from agent_ng.collector import tune_collector
+from agent_ng.contract import EventType
 from agent_ng.graph.agent import open_agent
 from agent_ng.graph.events import AgentEvent, stream
 from agent_ng.models.chat import ModelConfigError
@@ -157,7 +158,7 @@ async def watch(events, view) -> None:
             view.handle(event)
     except asyncio.CancelledError:
         if event is not None:
-            view.handle(AgentEvent("run_end", event.run_id, event.thread_id, event.t, status="cancelled"))
+            view.handle(AgentEvent(EventType.RUN_END, event.run_id, event.thread_id, event.t, status="cancelled"))
         raise
 
 

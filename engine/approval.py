@@ -27,7 +27,7 @@ from langchain_core.messages import ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, interrupt
 
-from agent_ng.engine.tool_calls import Execute, both_streams, keep_shown, noted, preview
+from agent_ng.engine.tool_calls import Execute, both_streams, keep_shown, noted, report_end
 from agent_ng.tools import progress
 from agent_ng.tools.registry import spec_of
 
@@ -96,17 +96,17 @@ async def require_approval(request: ToolCallRequest, execute: Execute) -> ToolMe
 
 
 def rejected(request: ToolCallRequest, reason: str) -> ToolMessage:
-    """The result the model reads for a rejected call; the stream shows it as a tool error."""
+    """The result the model reads for a rejected call; the stream shows it as a tool error
+    (``tool_result``, then ``tool_error``, as for any failed call: ``report_end``)."""
     call = request.tool_call
     text = f"Rejected: the user did not approve this {call['name']} call, so it did not run."
     if reason:
         text += f" Their reason: {reason}"
-    write = both_streams(request.runtime.stream_writer, request.runtime.config)
-    with progress.tool_call_scope(call["id"], call["name"], write) as scope:
-        scope.emit("tool_result", content=preview(text), status="error")
-        scope.emit("tool_error", error=text, elapsed_s=0.0)
     message = noted(
         ToolMessage(text, tool_call_id=call["id"], name=call["name"], status="error"), rejected=True
     )
     keep_shown(request, message)
+    write = both_streams(request.runtime.stream_writer, request.runtime.config)
+    with progress.tool_call_scope(call["id"], call["name"], write) as scope:
+        report_end(scope, message, 0.0, cached=False)
     return message

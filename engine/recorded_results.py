@@ -41,9 +41,13 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
 from agent_ng.engine.store import ToolStore
-from agent_ng.engine.tool_calls import Execute, noted, report_cached
+from agent_ng.engine.tool_calls import NOTES_KEY, Execute, noted, report_cached
 
 log = logging.getLogger(__name__)
+
+OLD_NOTES_KEY = "agent_ng"
+"""Where versions before ``NOTES_KEY`` kept the notes (the custom-stream key, reused). Results are
+recorded for days, so one recorded then may be replayed now: ``deserialize`` moves its notes."""
 
 
 def result_key(request: ToolCallRequest) -> str | None:
@@ -64,11 +68,18 @@ def serialize(message: ToolMessage) -> str:
 
 
 def deserialize(raw: str) -> ToolMessage:
-    return messages_from_dict([json.loads(raw)])[0]
+    """The recorded message, its notes under ``NOTES_KEY`` even if recorded under the old key."""
+    message = messages_from_dict([json.loads(raw)])[0]
+    metadata = message.response_metadata
+    if OLD_NOTES_KEY in metadata and NOTES_KEY not in metadata:
+        metadata[NOTES_KEY] = metadata.pop(OLD_NOTES_KEY)
+    return message
 
 
 @dataclass(frozen=True, slots=True)
 class RecordedResults:
+    """The wrapper: answer a call from its recorded result, else run it and record the result."""
+
     store: ToolStore
     clock: Callable[[], float] = field(default=time.time)
 

@@ -51,6 +51,7 @@ def cache_key(name: str, args: dict[str, Any]) -> str | None:
 
 
 def storable(result: ToolMessage | Command) -> bool:
+    """Whether the result may answer later calls: a plain success the tool finished in time."""
     return (
         isinstance(result, ToolMessage)
         and result.status == "success"
@@ -61,6 +62,8 @@ def storable(result: ToolMessage | Command) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ResultCache:
+    """The wrapper: answer a cacheable call from the store, or run it once for all its twins."""
+
     store: ToolStore
     default_ttl_s: float
     clock: Callable[[], float] = field(default=time.time)

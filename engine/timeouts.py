@@ -41,6 +41,7 @@ def enforce_timeout(default_s: float) -> ToolCallWrapper:
 
 
 def timed_out(request: ToolCallRequest, limit_s: float) -> ToolMessage:
+    """The error result the model reads, noted ``timed_out`` for the wrappers outside."""
     call = request.tool_call
     message = ToolMessage(
         content=(

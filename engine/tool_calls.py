@@ -7,8 +7,9 @@ and writes ``tool_start``, ``tool_result`` and ``tool_complete`` / ``tool_error`
 custom stream when the call really starts and ends. A chain without one gets one innermost.
 
 Wrappers leave notes for the ones outside them on the ``ToolMessage`` itself
-(``response_metadata["agent_ng"]``: ``elapsed_s``, ``cached``, ``timed_out``), so the
-checkpointed result also says how it came about.
+(``response_metadata[NOTES_KEY]``: ``elapsed_s``, ``cached``, ``timed_out``...), so the
+checkpointed result also says how it came about. The records themselves are
+``agent_ng.contract``'s.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest, ToolInvocationError
 from langgraph.types import Command
 
+from agent_ng.contract import CUSTOM_EVENT, Record, tool_complete, tool_error, tool_result, tool_start
 from agent_ng.tools import progress
 
 Execute = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]]
@@ -39,7 +41,8 @@ ToolCallWrapper = Callable[[ToolCallRequest, Execute], Awaitable[ToolMessage | C
 Estimate = Callable[[str], Awaitable[float | None]]
 """A tool's expected duration in seconds from its name, None when unknown."""
 
-NOTES_KEY = progress.EVENT_KEY
+NOTES_KEY = "agent_ng_notes"
+"""Key of the wrappers' notes in ``ToolMessage.response_metadata`` (read them with ``notes``)."""
 
 SHOWN_RESULTS = "__agent_ng_shown_results"
 """``configurable`` key of a dict that ``agent_ng.graph.events.stream`` passes to each run: every result
@@ -94,11 +97,11 @@ class Lifecycle:
         expected = await self.expected_s(call["name"]) if self.expected_s else None
         write = both_streams(request.runtime.stream_writer, request.runtime.config)
         with progress.tool_call_scope(call["id"], call["name"], write, expected) as scope:
-            scope.emit("tool_start", args=call["args"], eta_s=expected, cached=False)
+            scope.emit(tool_start, args=call["args"], eta_s=expected, cached=False)
             try:
                 result = await execute(request)
             except asyncio.CancelledError:
-                scope.emit("tool_error", error="cancelled", elapsed_s=scope.elapsed())
+                scope.emit(tool_error, error="cancelled", elapsed_s=scope.elapsed())
                 raise
             elapsed = scope.elapsed()
             if isinstance(result, ToolMessage):
@@ -117,7 +120,7 @@ def report_cached(request: ToolCallRequest, message: ToolMessage) -> None:
     call = request.tool_call
     write = both_streams(request.runtime.stream_writer, request.runtime.config)
     with progress.tool_call_scope(call["id"], call["name"], write) as scope:
-        scope.emit("tool_start", args=call["args"], eta_s=0.0, cached=True)
+        scope.emit(tool_start, args=call["args"], eta_s=0.0, cached=True)
         report_end(scope, message, scope.elapsed(), cached=True)
 
 
@@ -134,15 +137,16 @@ def report_end(
     """``tool_result`` for a message, then ``tool_error`` if it failed, else ``tool_complete``."""
     if isinstance(result, ToolMessage):
         text = result.text
-        scope.emit("tool_result", content=preview(text), status=result.status)
+        scope.emit(tool_result, content=preview(text), status=result.status)
         if result.status == "error":
-            scope.emit("tool_error", error=text, elapsed_s=elapsed)
+            scope.emit(tool_error, error=text, elapsed_s=elapsed)
             return
-    scope.emit("tool_complete", elapsed_s=elapsed, cached=cached)
+    scope.emit(tool_complete, elapsed_s=elapsed, cached=cached)
 
 
 def notes(result: ToolMessage | Command) -> dict[str, Any]:
-    """What the wrappers noted on a result (``elapsed_s``, ``cached``, ``timed_out``)."""
+    """What the wrappers noted on a result (``elapsed_s``, ``cached``, ``timed_out``, ``rejected``,
+    ``replayed``)."""
     if not isinstance(result, ToolMessage):
         return {}
     return result.response_metadata.get(NOTES_KEY) or {}
@@ -156,7 +160,7 @@ def noted(message: ToolMessage, **fields: Any) -> ToolMessage:
 
 def both_streams(
     stream_writer: Callable[[Any], None], config: RunnableConfig
-) -> Callable[[dict[str, Any]], None]:
+) -> Callable[[Record], None]:
     """Write a record to LangGraph's custom stream and, as a custom event, to ``astream_events``.
 
     The custom event is sent only when a callback handler of the run takes custom events
@@ -166,9 +170,9 @@ def both_streams(
     if not takes_custom_events(config):
         return stream_writer
 
-    def write(record: dict[str, Any]) -> None:
+    def write(record: Record) -> None:
         stream_writer(record)
-        dispatch_custom_event(progress.EVENT_KEY, record)
+        dispatch_custom_event(CUSTOM_EVENT, record)
 
     return write
 

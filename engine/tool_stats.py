@@ -37,6 +37,7 @@ LONGEST_US = 24 * 3600 * MICROS
 
 
 def outcome_of(result: ToolMessage | Command) -> Outcome:
+    """How a call ended, from its status and the notes the inner wrappers left on it."""
     noted = notes(result)
     if noted.get("cached"):
         return "cached"
@@ -65,6 +66,8 @@ def record_outcomes(store: ToolStore) -> ToolCallWrapper:
 
 @dataclass(frozen=True, slots=True)
 class ToolStats:
+    """One tool's counters and duration quantiles, as ``agent-ng stats`` and ``/metrics`` show them."""
+
     tool: str
     calls: int
     errors: int
@@ -76,6 +79,7 @@ class ToolStats:
 
 
 def summarize(counts: ToolCounts) -> ToolStats:
+    """The stats of one stored record: its quantiles from the kept durations (an HDR histogram)."""
     quantiles: tuple[float | None, ...] = (None, None, None)
     if counts.durations:
         histogram = HdrHistogram(1, LONGEST_US, 3)

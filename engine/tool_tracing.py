@@ -30,11 +30,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
-from agent_ng.engine.tool_calls import Execute, preview
-from agent_ng.tools.progress import EVENT_KEY
-
-NOTES_KEY = EVENT_KEY
-"""Where the engine wrappers note how a result came about (``response_metadata``)."""
+from agent_ng.engine.tool_calls import Execute, notes, preview
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +44,8 @@ class TraceToolCalls:
 
 
 async def traced(tracer: Tracer, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
+    """Run the call inside its span; an interrupt (approval) or a cancel is noted, not recorded as
+    the tool's exception."""
     call = request.tool_call
     parent = get_current_span()
     context = trace.set_span_in_context(parent) if parent is not None else None
@@ -79,6 +77,7 @@ async def traced(tracer: Tracer, request: ToolCallRequest, execute: Execute) -> 
 
 
 def start_attributes(call: dict[str, Any]) -> dict[str, Any]:
+    """What is known before the call runs (OpenInference's tool attributes)."""
     return {
         "openinference.span.kind": "TOOL",
         "tool.name": call["name"],
@@ -89,13 +88,14 @@ def start_attributes(call: dict[str, Any]) -> dict[str, Any]:
 
 
 def outcome_attributes(result: ToolMessage | Command) -> dict[str, Any]:
+    """How the call ended, from the result and the notes the inner wrappers left on it."""
     if not isinstance(result, ToolMessage):
         return {"agent_ng.tool.status": "command"}
-    notes = result.response_metadata.get(NOTES_KEY) or {}
+    noted = notes(result)
     return {
         "output.value": preview(result.text),
         "agent_ng.tool.status": result.status,
-        "agent_ng.tool.cached": bool(notes.get("cached")),
-        "agent_ng.tool.timed_out": bool(notes.get("timed_out")),
-        "agent_ng.tool.rejected": bool(notes.get("rejected")),
+        "agent_ng.tool.cached": bool(noted.get("cached")),
+        "agent_ng.tool.timed_out": bool(noted.get("timed_out")),
+        "agent_ng.tool.rejected": bool(noted.get("rejected")),
     }

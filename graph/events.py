@@ -7,13 +7,15 @@ Built on ``graph.astream(stream_mode=["messages", "custom", "updates"])``:
 
 - ``messages`` gives the model's chunks as it makes them -> ``content`` (from the ``llm``
   node only; tool results travel in that mode too and are not content);
-- ``custom`` carries what the tool-call wrapper and ``progress.report`` write ->
-  ``tool_start``, ``tool_progress``, ``tool_result``, ``tool_complete``, ``tool_error``;
+- ``custom`` carries the records the tool-call wrapper and ``progress.report`` write
+  (``agent_ng.contract``) -> ``tool_start``, ``tool_progress``, ``tool_result``,
+  ``tool_complete``, ``tool_error``;
 - ``updates`` gives each finished model turn -> ``tool_call`` (arguments complete) and usage,
   and LangGraph's ``__interrupt__`` -> ``interrupt``.
 
 Every tool call yields ``tool_call``, then (once it runs) ``tool_start`` and any
-``tool_progress``, then ``tool_result`` and one of ``tool_complete`` / ``tool_error``.
+``tool_progress``, then ``tool_result`` and one of ``tool_complete`` / ``tool_error``. The event
+types and their fields are ``agent_ng.contract``'s (``AgentEvent`` lives there).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from langchain_core.messages import (
@@ -37,75 +39,17 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import Command
 
+from agent_ng.contract import AgentEvent, EventType, RunStatus, read_record
 from agent_ng.engine.tool_calls import SHOWN_RESULTS, preview
 from agent_ng.graph.settle import SUPERSEDED, settle
 from agent_ng.nodes import LLM
 from agent_ng.nodes.llm import STEP_LIMIT_REASON
 from agent_ng.persistence.thread_lock import hold_thread
-from agent_ng.tools.progress import EVENT_KEY
-
-EventType = Literal[
-    "run_start",
-    "content",
-    "tool_call",
-    "tool_start",
-    "tool_progress",
-    "tool_result",
-    "tool_complete",
-    "tool_error",
-    "interrupt",
-    "run_end",
-]
-RunStatus = Literal["done", "max_steps", "interrupted", "cancelled", "error"]
 
 STREAM_MODES = ["messages", "custom", "updates"]
 
-FIELDS: dict[str, tuple[str, ...]] = {
-    "run_start": ("input",),
-    "content": ("text", "node"),
-    "tool_call": ("tool_call_id", "name", "args"),
-    "tool_start": ("tool_call_id", "name", "args", "eta_s", "cached"),
-    "tool_progress": ("tool_call_id", "name", "progress", "message", "elapsed_s", "eta_s"),
-    "tool_result": ("tool_call_id", "name", "content", "status"),
-    "tool_complete": ("tool_call_id", "name", "elapsed_s", "cached"),
-    "tool_error": ("tool_call_id", "name", "error", "elapsed_s"),
-    "interrupt": ("value", "interrupt_id"),
-    "run_end": ("status", "usage", "error"),
-}
-"""What each event type carries besides ``type``, ``run_id``, ``thread_id`` and ``t``."""
-
-
-@dataclass(slots=True)
-class AgentEvent:
-    type: EventType
-    run_id: str
-    thread_id: str | None
-    t: float
-    """Seconds since the run started."""
-    input: str | None = None
-    text: str | None = None
-    node: str | None = None
-    tool_call_id: str | None = None
-    name: str | None = None
-    args: Any = None
-    eta_s: float | None = None
-    cached: bool | None = None
-    progress: float | None = None
-    message: str | None = None
-    elapsed_s: float | None = None
-    content: str | None = None
-    status: str | None = None
-    error: str | None = None
-    value: Any = None
-    interrupt_id: str | None = None
-    usage: dict[str, int] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The event as JSON-ready data: the common fields and those of its type."""
-        data = {"type": self.type, "run_id": self.run_id, "thread_id": self.thread_id, "t": self.t}
-        for name in FIELDS[self.type]:
-            data[name] = getattr(self, name)
-        return data
+INTERRUPTS = "__interrupt__"
+"""LangGraph's key for the interrupts in an ``updates`` chunk (its own constant is private)."""
 
 
 @dataclass(slots=True)
@@ -132,9 +76,11 @@ class _Run:
         )
 
     def event(self, type: EventType, **fields: Any) -> AgentEvent:
+        """An event of this run, stamped with the time since it started."""
         return AgentEvent(type, self.run_id, self.thread_id, perf_counter() - self.started, **fields)
 
     def translate(self, mode: str, chunk: Any) -> list[AgentEvent]:
+        """The events one chunk of ``graph.astream`` makes (often none)."""
         if mode == "messages":
             return self._from_message(*chunk)
         if mode == "custom":
@@ -150,20 +96,20 @@ class _Run:
             return []
         self.shown.append(text)
         self.shown_id = self.shown_id or message.id
-        return [self.event("content", text=text, node=node)]
+        return [self.event(EventType.CONTENT, text=text, node=node)]
 
     def _from_custom(self, chunk: Any) -> list[AgentEvent]:
-        if not isinstance(chunk, dict) or EVENT_KEY not in chunk:
+        if (record := read_record(chunk)) is None:
             return []
-        fields = {k: v for k, v in chunk.items() if k != EVENT_KEY}
-        return [self.event(chunk[EVENT_KEY], **fields)]
+        event_type, fields = record
+        return [self.event(event_type, **fields)]
 
     def _from_updates(self, chunk: dict[str, Any]) -> list[AgentEvent]:
         events: list[AgentEvent] = []
         for node, update in chunk.items():
-            if node == "__interrupt__":
+            if node == INTERRUPTS:
                 self.status = "interrupted"
-                events += [self.event("interrupt", value=i.value, interrupt_id=i.id) for i in update]
+                events += [self.event(EventType.INTERRUPT, value=i.value, interrupt_id=i.id) for i in update]
             elif node == LLM and update:
                 self.shown, self.shown_id = [], None
                 events += self._from_model_turn(newest_answer(update["messages"]))
@@ -177,15 +123,15 @@ class _Run:
                 if message.response_metadata.get("finish_reason") == STEP_LIMIT_REASON:
                     self.status = "max_steps"
                 events += [
-                    self.event("tool_call", tool_call_id=c["id"], name=c["name"], args=c["args"])
+                    self.event(EventType.TOOL_CALL, tool_call_id=c["id"], name=c["name"], args=c["args"])
                     for c in [*message.tool_calls, *message.invalid_tool_calls]
                 ]
             elif isinstance(message, ToolMessage):
                 ids = {"tool_call_id": message.tool_call_id, "name": message.name}
                 events.append(
-                    self.event("tool_result", **ids, content=preview(message.text), status="error")
+                    self.event(EventType.TOOL_RESULT, **ids, content=preview(message.text), status="error")
                 )
-                events.append(self.event("tool_error", **ids, error=message.text, elapsed_s=0.0))
+                events.append(self.event(EventType.TOOL_ERROR, **ids, error=message.text, elapsed_s=0.0))
         return events
 
     def _add_usage(self, message: AIMessage) -> None:
@@ -225,7 +171,7 @@ async def stream(
     config.setdefault("run_id", uuid.uuid4())
     thread_id = config.get("configurable", {}).get("thread_id")
     run = _Run(str(config["run_id"]), thread_id)
-    yield run.event("run_start", input=summarize(input))
+    yield run.event(EventType.RUN_START, input=summarize(input))
     durable = graph.checkpointer is not None and thread_id is not None
     try:
         async with hold_thread(graph, thread_id):
@@ -242,9 +188,9 @@ async def stream(
                     await shielded(settle_stopped(graph, config, stop, run.partial_answer(), shown))
                 raise
     except Exception as e:
-        yield run.event("run_end", status="error", usage=run.usage, error=f"{type(e).__name__}: {e}")
+        yield run.event(EventType.RUN_END, status="error", usage=run.usage, error=f"{type(e).__name__}: {e}")
         raise
-    yield run.event("run_end", status=run.status, usage=run.usage)
+    yield run.event(EventType.RUN_END, status=run.status, usage=run.usage)
 
 
 def newest_answer(messages: list[BaseMessage]) -> list[BaseMessage]:

@@ -17,8 +17,12 @@ The mapping:
   per tool call (type ``tool_progress``): ``ACTIVITY_SNAPSHOT`` first, then ``ACTIVITY_DELTA``
   patches of what changed (status, progress, message, elapsedS, etaS, error);
 - ``tool_result`` -> ``TOOL_CALL_RESULT``;
+- ``interrupt`` -> nothing at once: it goes out with ``RUN_FINISHED`` (``SENT_WITH_RUN_END``);
 - ``run_end`` -> ``RUN_FINISHED`` with token usage (outcome ``interrupt`` when the run waits for
   a person) or ``RUN_ERROR``.
+
+Every event type of ``agent_ng.contract`` has its line here (``tests/unit/test_event_contract.py``
+checks that none sends nothing unless listed in ``SENT_WITH_RUN_END``).
 
 The thread's history lives in the agent's checkpointer, keyed by ``threadId``: only the last
 user message of ``messages`` is asked; earlier ones are already in the thread. Client-side
@@ -60,17 +64,30 @@ from ag_ui.encoder import EventEncoder
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
-from agent_ng.graph.events import AgentEvent
+from agent_ng.contract import AgentEvent, EventType
 from agent_ng.service.inputs import check_question, check_thread_id, invalid
 
 ACTIVITY_TYPE = "tool_progress"
-TOOL_EXECUTION = {"tool_start", "tool_progress", "tool_result", "tool_complete", "tool_error"}
+"""AG-UI activity type of the per-call activity messages (the name of the event it mostly shows)."""
+TOOL_EXECUTION = frozenset(
+    {
+        EventType.TOOL_START,
+        EventType.TOOL_PROGRESS,
+        EventType.TOOL_RESULT,
+        EventType.TOOL_COMPLETE,
+        EventType.TOOL_ERROR,
+    }
+)
+"""Events of a running call: they end the model turn whose text parents the next tool calls."""
+SENT_WITH_RUN_END = frozenset({EventType.INTERRUPT})
+"""Events that send nothing when they come: an interrupt is part of ``RUN_FINISHED``'s outcome."""
 
 router = APIRouter()
 
 
 @router.post("/agui", summary="Run the agent, streaming AG-UI events")
 async def run_agui(body: RunAgentInput, request: Request) -> EventSourceResponse:
+    """Ask the last user message on ``threadId``; the run's events go out as AG-UI SSE frames."""
     check_thread_id(body.thread_id, loc=("body", "threadId"))
     question = last_user_text(body)
     check_question(question, request.app.state.settings, loc=("body", "messages"))
@@ -120,24 +137,25 @@ class AguiTranslation:
     interrupts: list[Interrupt] = field(default_factory=list)
 
     def translate(self, event: AgentEvent) -> list[BaseEvent]:
-        if event.type == "run_start":  # a run queued behind another on its thread starts late
+        """The AG-UI events for one ``AgentEvent`` (none for ``SENT_WITH_RUN_END``)."""
+        if event.type == EventType.RUN_START:  # a run queued behind another on its thread starts late
             self.started_ms = int(time.time() * 1000 - event.t * 1000)
         stamp = {"timestamp": self.started_ms + int(event.t * 1000)}
         out: list[BaseEvent] = []
-        if event.type != "content":
+        if event.type != EventType.CONTENT:
             out += self._close_text(stamp)
         if event.type in TOOL_EXECUTION:
             self.turn_text_id = None
         match event.type:
-            case "run_start":
+            case EventType.RUN_START:
                 out.append(RunStartedEvent(thread_id=self.thread_id, run_id=self.run_id, **stamp))
-            case "content":
+            case EventType.CONTENT:
                 out += self._text(event.text or "", stamp)
-            case "tool_call":
+            case EventType.TOOL_CALL:
                 out += self._tool_call(event, stamp)
-            case "tool_start":
+            case EventType.TOOL_START:
                 out += self._activity(event, stamp, status="running", etaS=event.eta_s)
-            case "tool_progress":
+            case EventType.TOOL_PROGRESS:
                 out += self._activity(
                     event,
                     stamp,
@@ -146,7 +164,7 @@ class AguiTranslation:
                     elapsedS=event.elapsed_s,
                     etaS=event.eta_s,
                 )
-            case "tool_result":
+            case EventType.TOOL_RESULT:
                 out.append(
                     ToolCallResultEvent(
                         message_id=f"result-{event.tool_call_id}",
@@ -156,11 +174,11 @@ class AguiTranslation:
                         **stamp,
                     )
                 )
-            case "tool_complete":
+            case EventType.TOOL_COMPLETE:
                 out += self._activity(
                     event, stamp, status="done", progress=1.0, elapsedS=event.elapsed_s, etaS=None
                 )
-            case "tool_error":
+            case EventType.TOOL_ERROR:
                 out += self._activity(
                     event,
                     stamp,
@@ -169,7 +187,7 @@ class AguiTranslation:
                     elapsedS=event.elapsed_s,
                     etaS=None,
                 )
-            case "interrupt":
+            case EventType.INTERRUPT:
                 self.interrupts.append(
                     Interrupt(
                         id=f"interrupt-{len(self.interrupts)}",
@@ -177,7 +195,7 @@ class AguiTranslation:
                         message=json.dumps(event.value, default=str),
                     )
                 )
-            case "run_end":
+            case EventType.RUN_END:
                 out.append(self._finish(event, stamp))
         return out
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
+from agent_ng.contract import EventType
 from agent_ng.graph.events import AgentEvent
 from agent_ng.service.event_log import EventLog
 from agent_ng.service.runner import Runner
@@ -90,10 +91,10 @@ class BackgroundRuns:
                 async for last in events:
                     await self.events.append(run_id, last.to_dict())
         except asyncio.CancelledError:
-            if last is not None and last.type == "run_end":
+            if last is not None and last.type == EventType.RUN_END:
                 return
             end = AgentEvent(
-                "run_end", run_id, thread_id, last.t if last else 0.0, status="cancelled"
+                EventType.RUN_END, run_id, thread_id, last.t if last else 0.0, status="cancelled"
             )
             await self.events.append(run_id, end.to_dict())
             log.info("run %s on thread %s cancelled", run_id, thread_id)

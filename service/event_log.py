@@ -23,10 +23,12 @@ from typing import Any, Protocol
 
 import orjson
 
+from agent_ng.contract import EventType
+
 Entry = tuple[str, dict[str, Any]]
 """``(cursor, event data)``."""
 
-END = "run_end"
+END = EventType.RUN_END.value
 
 
 class EventLog(Protocol):

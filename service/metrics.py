@@ -24,8 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent_ng.contract import AgentEvent, EventType
 from agent_ng.engine.concurrency import GroupLimits
-from agent_ng.graph.events import AgentEvent
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -65,13 +65,15 @@ class Metrics:
             r.register(collector)
 
     def observe(self, event: AgentEvent, *, first_content: bool = False) -> None:
-        if event.type == "content" and first_content:
-            self.first_token_seconds.observe(event.t)
-        elif event.type in ("tool_complete", "tool_error"):
-            outcome = "ok" if event.type == "tool_complete" else "error"
+        """Count what one event of a run tells: its first text, a tool's end, the run's end."""
+        if event.type == EventType.CONTENT:
+            if first_content:
+                self.first_token_seconds.observe(event.t)
+        elif event.type in (EventType.TOOL_COMPLETE, EventType.TOOL_ERROR):
+            outcome = "ok" if event.type == EventType.TOOL_COMPLETE else "error"
             self.tool_calls.labels(event.name or "?", outcome).inc()
             self.tool_seconds.labels(event.name or "?").observe(event.elapsed_s or 0.0)
-        elif event.type == "run_end":
+        elif event.type == EventType.RUN_END:
             self.runs.labels(event.status or "done").inc()
             self.run_seconds.observe(event.t)
             for kind in ("input", "output"):

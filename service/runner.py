@@ -29,6 +29,7 @@ import anyio
 from langchain_core.messages import HumanMessage
 from langgraph.pregel import Pregel
 
+from agent_ng.contract import EventType
 from agent_ng.graph.events import AgentEvent, stream
 from agent_ng.persistence.threads import UnfinishedRunError, thread_status
 from agent_ng.service.metrics import Metrics
@@ -86,8 +87,8 @@ class Runner:
                 await self.ready(thread_id)
             except UnfinishedRunError as e:  # the run ahead of this one left it waiting
                 run_id = str(config.get("run_id") or uuid4())
-                yield AgentEvent("run_start", run_id, thread_id, 0.0, input=question)
-                end = AgentEvent("run_end", run_id, thread_id, 0.0, status="error", error=str(e))
+                yield AgentEvent(EventType.RUN_START, run_id, thread_id, 0.0, input=question)
+                end = AgentEvent(EventType.RUN_END, run_id, thread_id, 0.0, status="error", error=str(e))
                 self.metrics.observe(end)
                 yield end
                 return

@@ -3,7 +3,7 @@
 A tool calls ``progress.report(fraction, message)`` while it works. The report goes to
 LangGraph's custom stream (the same writer ``get_stream_writer`` returns), tagged with the
 id of the tool call that is running, so parallel calls of the same tool stay apart and the
-reports also show in ``langgraph dev``.
+reports also show in ``langgraph dev``. What a record holds is ``agent_ng.contract``'s to say.
 
     from agent_ng.tools import progress
 
@@ -27,10 +27,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from threading import Event, Lock
 from time import perf_counter
-from typing import Any
+from typing import Concatenate, ParamSpec
 
-EVENT_KEY = "agent_ng"
-"""Key that marks our own records in LangGraph's custom stream; its value is the event type."""
+from agent_ng.contract import Record, tool_progress
+
+Fields = ParamSpec("Fields")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ class ToolCallScope:
     tool_call_id: str
     name: str
     started: float
-    write: Callable[[dict[str, Any]], None]
+    write: Callable[[Record], None]
     expected_s: float | None = None
     """How long this tool usually takes (from its history), if known."""
     finished: Event = field(default_factory=Event)
@@ -62,14 +63,15 @@ class ToolCallScope:
     def elapsed(self) -> float:
         return perf_counter() - self.started
 
-    def emit(self, event: str, **fields: Any) -> None:
-        """Write an event for this call; dropped once the call is over."""
+    def emit(
+        self, record: Callable[Concatenate[str, str, Fields], Record], /, *args: Fields.args, **fields: Fields.kwargs
+    ) -> None:
+        """Write a record of this call, made by one of ``agent_ng.contract``'s constructors
+        (``scope.emit(tool_complete, elapsed_s=1.5, cached=False)``); dropped once the call is over."""
         with self._writing:
             if self.finished.is_set():
                 return
-            self.write(
-                {EVENT_KEY: event, "tool_call_id": self.tool_call_id, "name": self.name, **fields}
-            )
+            self.write(record(self.tool_call_id, self.name, *args, **fields))
 
     def finish(self) -> None:
         """End the call for the graph: no write from any thread gets through after this."""
@@ -84,7 +86,7 @@ _current: ContextVar[ToolCallScope | None] = ContextVar("agent_ng_tool_call", de
 def tool_call_scope(
     tool_call_id: str,
     name: str,
-    write: Callable[[dict[str, Any]], None],
+    write: Callable[[Record], None],
     expected_s: float | None = None,
 ) -> Iterator[ToolCallScope]:
     """Mark the code inside as running tool call ``tool_call_id``.
@@ -135,7 +137,7 @@ def report(fraction: float | None = None, message: str = "") -> None:
         raise ToolCallAbandoned(f"tool call {scope.tool_call_id} is over; stop working on it")
     elapsed = scope.elapsed()
     scope.emit(
-        "tool_progress",
+        tool_progress,
         progress=fraction,
         message=message,
         elapsed_s=elapsed,

@@ -36,7 +36,8 @@ class ToolSpec:
     requires_approval: bool = False
 
 
-SPEC_KEY = "agent_ng"
+SPEC_KEY = "agent_ng_spec"
+"""Key of a tool's ``ToolSpec`` in ``tool.metadata``."""
 
 
 def configure(tool_: BaseTool, **spec: Any) -> BaseTool:
@@ -46,11 +47,13 @@ def configure(tool_: BaseTool, **spec: Any) -> BaseTool:
 
 
 def spec_of(tool_: BaseTool | None) -> ToolSpec:
+    """The tool's ``ToolSpec``; the defaults for a tool without one, or an unknown tool (``None``)."""
     spec = (tool_.metadata or {}).get(SPEC_KEY) if tool_ is not None else None
     return spec if isinstance(spec, ToolSpec) else ToolSpec()
 
 
 def adapt_all(tools: Sequence[BaseTool | Callable[..., Any]]) -> list[BaseTool]:
+    """``adapt`` each of ``tools``."""
     return [adapt(t) for t in tools]
 
 
@@ -95,4 +98,5 @@ class McpConfigError(ValueError):
 
 
 def source_of(tool_: BaseTool) -> str:
+    """Where the tool comes from (``mcp:<server>``), ``built-in`` for the agent's own."""
     return (tool_.metadata or {}).get(SOURCE_KEY, "built-in")

@@ -1,6 +1,6 @@
 // The agent-ng page: ask on a thread and watch the run as it happens.
 // POST /threads/{id}/runs/stream answers Server-Sent Events; fetch() and a stream reader
-// parse them (EventSource cannot POST). Every event is one AgentEvent (see graph/events.py).
+// parse them (EventSource cannot POST). Every event is one AgentEvent (see agent_ng/contract.py).
 "use strict";
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -242,6 +242,30 @@ class ToolGroup {
 
 // ---- One question and everything the run showed ------------------------------------------
 
+// What the page does with each AgentEvent type (agent_ng/contract.py): every type has an entry,
+// doing nothing on purpose included. tests/unit/test_event_contract.py checks none is missing.
+const EVENT_HANDLERS = {
+  run_start: () => {}, // the question is already on the page
+  content: (view, event) => {
+    view.answer().textContent += event.text;
+  },
+  tool_call: (view, event) => {
+    view.addCall(event.tool_call_id, event.name, event.args);
+  },
+  tool_start: (view, event, row) => {
+    (row || view.addCall(event.tool_call_id, event.name, event.args)).start(event);
+  },
+  tool_progress: (view, event, row) => row?.progress(event),
+  tool_result: (view, event, row) => row?.result(event.content),
+  tool_complete: (view, event, row) => {
+    row?.finish("done", event.elapsed_s);
+    if (row && event.cached) row.el.dataset.cached = "true";
+  },
+  tool_error: (view, event, row) => row?.finish("error", event.elapsed_s, event.error),
+  interrupt: () => {}, // the page does not answer approvals: run_end says the run is interrupted
+  run_end: (view, event) => view.end(event),
+};
+
 class TurnView {
   constructor(question) {
     this.el = $("#turn-template").content.firstElementChild.cloneNode(true);
@@ -278,34 +302,7 @@ class TurnView {
   }
 
   handle(event) {
-    const row = this.rows.get(event.tool_call_id);
-    switch (event.type) {
-      case "content":
-        this.answer().textContent += event.text;
-        break;
-      case "tool_call":
-        this.addCall(event.tool_call_id, event.name, event.args);
-        break;
-      case "tool_start":
-        (row || this.addCall(event.tool_call_id, event.name, event.args)).start(event);
-        break;
-      case "tool_progress":
-        row?.progress(event);
-        break;
-      case "tool_result":
-        row?.result(event.content);
-        break;
-      case "tool_complete":
-        row?.finish("done", event.elapsed_s);
-        if (row && event.cached) row.el.dataset.cached = "true";
-        break;
-      case "tool_error":
-        row?.finish("error", event.elapsed_s, event.error);
-        break;
-      case "run_end":
-        this.end(event);
-        break;
-    }
+    EVENT_HANDLERS[event.type]?.(this, event, this.rows.get(event.tool_call_id));
     this.draw();
   }
 

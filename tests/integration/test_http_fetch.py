@@ -26,6 +26,7 @@ from agent_ng.graph.events import stream
 from agent_ng.settings import Settings
 from agent_ng.tools import progress
 from agent_ng.tools.http_fetch import AddressPolicy, make_http_fetch, parse_address
+from agent_ng.tools.registry import spec_of
 from tests.helpers.openai_server import running_server
 from tests.helpers.scripted_model import Reply, ScriptedModel, calls
 
@@ -300,7 +301,7 @@ async def test_through_the_graph_progress_events_arrive_and_the_tool_is_in_the_n
     fractions = [e.progress for e in events if e.type == "tool_progress"]
     assert len(fractions) >= 2 and fractions[-1] == 1.0
     tool = next(t for t in graph.get_graph().nodes["tools"].data.tools_by_name.values() if t.name == "http_fetch")
-    assert tool.metadata["agent_ng"].concurrency_group == "network"
+    assert spec_of(tool).concurrency_group == "network"
 
 
 @asynccontextmanager

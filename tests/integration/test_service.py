@@ -17,7 +17,7 @@ from langchain_core.tools import tool
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent_ng.graph.events import FIELDS
+from agent_ng.contract import FIELDS
 from agent_ng.graph.settle import CANCELLED
 from agent_ng.service.app import create_app
 from agent_ng.service.settings import ServiceSettings

@@ -12,7 +12,8 @@ import sys
 from langchain_core.messages import ToolMessage
 from langgraph.types import Command
 
-from agent_ng.engine.tool_tracing import NOTES_KEY, outcome_attributes, start_attributes
+from agent_ng.engine.tool_calls import NOTES_KEY
+from agent_ng.engine.tool_tracing import outcome_attributes, start_attributes
 from tests.helpers.paths import REPO
 
 ROOT = REPO

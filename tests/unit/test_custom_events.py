@@ -15,6 +15,7 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
 import agent_ng.engine.tool_calls
+from agent_ng.contract import CUSTOM_EVENT, EVENT_KEY
 from agent_ng.engine.tool_calls import takes_custom_events
 from agent_ng.graph.agent import build_graph
 from agent_ng.graph.events import stream
@@ -38,7 +39,7 @@ class Recorder(BaseCallbackHandler):
         self.records: list[dict] = []
 
     def on_custom_event(self, name, data, **kwargs) -> None:
-        if name == progress.EVENT_KEY:
+        if name == CUSTOM_EVENT:
             self.records.append(data)
 
 
@@ -74,7 +75,7 @@ async def test_a_handler_that_takes_custom_events_gets_every_record():
 
     await run(graph_with_halves(), {"configurable": {"thread_id": "t"}, "callbacks": [recorder]})
 
-    assert [r[progress.EVENT_KEY] for r in recorder.records] == [
+    assert [r[EVENT_KEY] for r in recorder.records] == [
         "tool_start", "tool_progress", "tool_progress", "tool_result", "tool_complete",
     ]
     assert [r["message"] for r in recorder.records if "message" in r] == ["half", "all"]

@@ -3,6 +3,7 @@ from typing import Any
 
 import pytest
 
+from agent_ng.contract import EVENT_KEY
 from agent_ng.tools import primes, progress
 from agent_ng.tools.primes import MAX_BELOW, count_primes
 
@@ -53,7 +54,7 @@ def _check_reports(records: list[dict[str, Any]], below: int) -> None:
     assert fractions == sorted(fractions)
     assert fractions[-1] == 1.0
     assert {r["tool_call_id"] for r in records} == {"call_1"}
-    assert {r[progress.EVENT_KEY] for r in records} == {"tool_progress"}
+    assert {r[EVENT_KEY] for r in records} == {"tool_progress"}
     assert records[-1]["message"] == f"sieved {below:,} of {below:,}"
 
 

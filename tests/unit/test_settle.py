@@ -14,12 +14,12 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
+from agent_ng.contract import EVENT_KEY
 from agent_ng.graph.agent import build_graph
 from agent_ng.graph.events import stream
 from agent_ng.graph.settle import CANCELLED, SUPERSEDED, settle
 from agent_ng.nodes.history import is_valid
 from agent_ng.settings import Settings
-from agent_ng.tools.progress import EVENT_KEY
 from agent_ng.tools.registry import configure
 from tests.helpers.scripted_model import Reply, ScriptedModel, calls
 

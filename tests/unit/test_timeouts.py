@@ -11,6 +11,7 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.prebuilt.tool_node import ToolCallRequest
 
+from agent_ng.contract import tool_progress
 from agent_ng.engine.timeouts import enforce_timeout
 from agent_ng.engine.tool_calls import notes
 from agent_ng.graph.agent import build_graph
@@ -183,5 +184,5 @@ def test_once_a_call_is_over_its_reports_raise_and_its_writes_are_dropped():
         with progress.tool_call_scope("call_2", "slow", written.append) as late:
             late.finish()
             progress.report(0.9, "too late")
-    scope.emit("tool_progress", message="after the end")
+    scope.emit(tool_progress, progress=None, message="after the end", elapsed_s=1.0, eta_s=None)
     assert [w["message"] for w in written] == ["in time"]
