@@ -25,6 +25,7 @@ from agent_ng.cli import prune, threads
 from agent_ng.cli.approvals import settle
 from agent_ng.cli.bench import bench
 from agent_ng.cli.serve import serve
+from agent_ng.cli.settings import print_settings
 from agent_ng.cli.stats import stats
 from agent_ng.cli.tools import list_tools
 from agent_ng.cli.view import PlainView, TurnView
@@ -180,6 +181,7 @@ app.command()(serve)
 app.command()(bench)
 app.command()(stats)
 app.command("tools")(list_tools)
+app.command("settings")(print_settings)
 app.add_typer(threads.app, name="threads")
 app.command("prune")(prune.prune_command)
 

@@ -40,8 +40,10 @@ SPEC_KEY = "agent_ng_spec"
 """Key of a tool's ``ToolSpec`` in ``tool.metadata``."""
 
 
-def configure(tool_: BaseTool, **spec: Any) -> BaseTool:
-    """Attach a ``ToolSpec`` to a tool (kept in ``tool.metadata``, so any tool can carry one)."""
+def configure(obj: BaseTool | Callable[..., Any], **spec: Any) -> BaseTool:
+    """Attach a ``ToolSpec`` to a tool (kept in ``tool.metadata``, so any tool can carry one); a
+    function or an async generator is made a tool first (``adapt``)."""
+    tool_ = adapt(obj)
     tool_.metadata = {**(tool_.metadata or {}), SPEC_KEY: ToolSpec(**spec)}
     return tool_
 
