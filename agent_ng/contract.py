@@ -99,7 +99,7 @@ EVENT_KEY = "agent_ng"
 
 CUSTOM_EVENT = "agent_ng"
 """Name of the ``on_custom_event`` that also carries each record to callback handlers
-(``astream_events``, tracers); the README names it, so it keeps the old value."""
+(``astream_events``, tracers); docs/embedding.md names it to handlers, so it keeps its value."""
 
 Record = dict[str, Any]
 """A custom-stream record: ``{EVENT_KEY: type, "tool_call_id": ..., "name": ..., **fields}``."""
