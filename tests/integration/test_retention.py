@@ -27,18 +27,16 @@ from agent_ng.persistence.thread_lock import hold_thread
 from agent_ng.settings import Settings
 from agent_ng.tools.registry import configure
 from tests.helpers.scripted_model import Reply, ScriptedModel, calls
-from tests.helpers.system import POSTGRES_URL, need
+from tests.helpers.system import POSTGRES_URL
 
 GUARD_S = 20
 OFF = Retention(keep_checkpoints=0, thread_ttl_s=0)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'checkpoints.db'}"
-    need("postgres")
-    return POSTGRES_URL
+@pytest.fixture
+def store_url(checkpoint_url) -> str:
+    """The conftest's SQLite file and shared PostgreSQL, by the name these tests use."""
+    return checkpoint_url
 
 
 def only(url: str, *threads: str) -> list[str] | None:
