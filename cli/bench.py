@@ -11,20 +11,20 @@ from typing import Annotated
 
 import typer
 
+from agent_ng.bench.suite import MODULES, module, run
+
 
 def bench(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="streaming, first_token, parallel, checkpoints, memory (default: all)."),
+        typer.Argument(help=f"{', '.join(MODULES)} (default: all)."),
     ] = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="Tiny sizes, to check they run.")] = False,
     readme: Annotated[
         bool, typer.Option("--readme", help="Write the tables into bench/README.md.")
     ] = False,
 ) -> None:
-    """Measure streaming cost, first-token time, parallel tools, checkpoints and memory."""
-    from agent_ng.bench.suite import module, run
-
+    """Measure streaming cost, first-token time, parallel tools, checkpoints, memory, ETAs and the service."""
     for name in names or []:
         try:
             module(name)
