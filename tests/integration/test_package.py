@@ -48,6 +48,23 @@ def test_the_wheel_installs_only_the_agent_ng_package(wheel):
     assert not [n for n in names if n.startswith("agent_ng/tests") or "/tests/" in n]
 
 
+def test_installed_from_the_wheel_it_imports_in_the_repository_too(wheel, tmp_path):
+    """No folder at the repository's top is named ``agent_ng``: from its root (the first entry of
+    ``sys.path``), a non-editable install is not shadowed by a part of the source tree."""
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    program = (
+        "import sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
+        f"sys.path.insert(1, {str(site)!r})\n"
+        "import agent_ng.graph.agent, agent_ng\n"
+        "print(agent_ng.__file__, agent_ng.graph.agent.__file__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == [str(site / "agent_ng" / "__init__.py"), str(site / "agent_ng" / "graph" / "agent.py")]
+
+
 def test_the_agent_answers_from_a_directory_with_its_own_tools_and_graph_modules(tmp_path):
     for name in ("tools.py", "graph.py", "nodes.py", "service.py"):
         (tmp_path / name).write_text(USERS_OWN.format(name=name))
