@@ -32,7 +32,6 @@ import os
 import re
 import shlex
 import sys
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from typer.testing import CliRunner
 
 import agent_ng
 from agent_ng.cli.settings import DOCUMENTED, REGENERATE, env_names, reference
-from tests.helpers.paths import REPO
+from tests.helpers.paths import REPO, package_modules
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 ALLOWED_IMPORTS = {"langchain", "langchain_core", "langgraph", "fastapi", "sse_starlette", "httpx", "pydantic"}
@@ -279,8 +278,7 @@ def resolves(dotted: str) -> bool:
 
 
 def package_sources() -> str:
-    folders = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
-    return "\n".join(p.read_text() for folder in folders for p in (REPO / folder).glob("*.py"))
+    return "\n".join(path.read_text() for path in package_modules().values())
 
 
 def test_every_module_path_mentioned_exists():

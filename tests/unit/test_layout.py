@@ -11,27 +11,16 @@ import ast
 import shutil
 import subprocess
 import sys
-import tomllib
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import pytest
 
 import agent_ng
-from tests.helpers.paths import REPO
+from tests.helpers.paths import REPO, package_modules
 
 PUBLIC = ["build_graph", "open_agent", "stream", "AgentEvent", "Settings", "progress", "Progress",
           "ToolSpec", "configure", "tune_collector"]
-
-
-def modules() -> dict[str, Path]:
-    """Every module of the installed package, by dotted name, from pyproject's package-dir."""
-    package_dir = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    found = {}
-    for package, folder in package_dir.items():
-        for path in sorted((REPO / folder).glob("*.py")):
-            found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
-    return found
 
 
 def imports(name: str, path: Path, known: set[str]) -> set[str]:
@@ -68,7 +57,7 @@ def test_the_public_api_is_complete_and_loaded_lazily():
 
 
 def test_no_module_imports_itself_back_through_another():
-    found = modules()
+    found = package_modules()
     graph = {name: imports(name, path, set(found)) for name, path in found.items()}
     try:
         list(TopologicalSorter(graph).static_order())
@@ -77,7 +66,7 @@ def test_no_module_imports_itself_back_through_another():
 
 
 def test_packages_import_one_way():
-    found = modules()
+    found = package_modules()
     graph: dict[str, set[str]] = {}
     for name, path in found.items():
         graph.setdefault(package_of(name), set()).update(
@@ -92,7 +81,7 @@ def test_packages_import_one_way():
 
 
 def test_tools_know_nothing_of_settings():
-    found = modules()
+    found = package_modules()
     for name, path in found.items():
         if name.startswith("agent_ng.tools"):
             assert "agent_ng.settings" not in imports(name, path, set(found)), name
