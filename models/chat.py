@@ -92,13 +92,13 @@ def provider_model(provider: str, name: str, label: str) -> BaseChatModel:
         raise ModelConfigError(f"{label} cannot be used: {' '.join(str(e).split())}") from e
 
 
-def openai_model(settings: Settings, name: str | None = None) -> BaseChatModel:
-    """``ChatOpenAI`` on the configured key and base URL, streaming tokens and usage."""
+def openai_model(settings: Settings, name: str) -> BaseChatModel:
+    """``ChatOpenAI`` for model ``name`` on the configured key and base URL, streaming tokens and usage."""
     from langchain_openai import ChatOpenAI
 
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
     return ChatOpenAI(
-        model=name or split_model(settings.model)[1],
+        model=name,
         api_key=key,
         base_url=settings.openai_base_url,
         streaming=True,
