@@ -27,8 +27,7 @@ from langchain_core.messages import ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, interrupt
 
-from agent_ng.engine.tool_calls import Execute, both_streams, keep_shown, noted, report_end
-from agent_ng.tools import progress
+from agent_ng.engine.tool_calls import Execute, call_scope, keep_shown, noted, report_end
 from agent_ng.tools.registry import spec_of
 
 Action = Literal["approve", "reject", "edit"]
@@ -106,7 +105,6 @@ def rejected(request: ToolCallRequest, reason: str) -> ToolMessage:
         ToolMessage(text, tool_call_id=call["id"], name=call["name"], status="error"), rejected=True
     )
     keep_shown(request, message)
-    write = both_streams(request.runtime.stream_writer, request.runtime.config)
-    with progress.tool_call_scope(call["id"], call["name"], write) as scope:
+    with call_scope(request) as scope:
         report_end(scope, message, 0.0, cached=False)
     return message

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any
@@ -95,8 +96,7 @@ class Lifecycle:
     async def __call__(self, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
         call = request.tool_call
         expected = await self.expected_s(call["name"]) if self.expected_s else None
-        write = both_streams(request.runtime.stream_writer, request.runtime.config)
-        with progress.tool_call_scope(call["id"], call["name"], write, expected) as scope:
+        with call_scope(request, expected) as scope:
             scope.emit(tool_start, args=call["args"], eta_s=expected, cached=False)
             try:
                 result = await execute(request)
@@ -117,11 +117,19 @@ lifecycle = Lifecycle()
 def report_cached(request: ToolCallRequest, message: ToolMessage) -> None:
     """Report a call answered without running (a cache hit): start, result and completion."""
     keep_shown(request, message)
+    with call_scope(request) as scope:
+        scope.emit(tool_start, args=request.tool_call["args"], eta_s=0.0, cached=True)
+        report_end(scope, message, scope.elapsed(), cached=True)
+
+
+def call_scope(
+    request: ToolCallRequest, expected_s: float | None = None
+) -> AbstractContextManager[progress.ToolCallScope]:
+    """The call's ``progress`` scope, its records going to both streams (``both_streams``): for a
+    call that runs (``Lifecycle``) and for one answered without running (a cache hit, a rejection)."""
     call = request.tool_call
     write = both_streams(request.runtime.stream_writer, request.runtime.config)
-    with progress.tool_call_scope(call["id"], call["name"], write) as scope:
-        scope.emit(tool_start, args=call["args"], eta_s=0.0, cached=True)
-        report_end(scope, message, scope.elapsed(), cached=True)
+    return progress.tool_call_scope(call["id"], call["name"], write, expected_s)
 
 
 def keep_shown(request: ToolCallRequest, message: ToolMessage) -> None:
