@@ -5,6 +5,10 @@
   ``create_agent`` (``stream_mode=["messages", "updates"]``), both on one SQLite checkpointer.
   Python allocations per run come from ``tracemalloc``; resident memory (RSS) per run from a
   fresh subprocess per side, since a warm allocator reuses what earlier rounds freed.
+- A long answer: the Python memory one answer of N tokens costs per token, at its peak and
+  still held by the last token (``tracemalloc``), read each way the streaming bench reads it
+  (raw ``model.astream``, a bare LangGraph graph, ``create_agent``, ours three ways, our SSE
+  endpoint with server and client in this process).
 - Checkpointed messages: the bytes an in-memory saver holds for a thread built turn by turn to
   about 1,000 messages, and the Python memory of that thread's state once loaded. (RSS growth is
   not used here: in a process that already freed memory, the allocator reuses it.)
@@ -29,8 +33,8 @@ from langchain_core.tools import BaseTool, tool
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent_ng.bench.measure import Result, Table, median, rss_bytes
-from agent_ng.bench.models import ToolTurnModel
-from agent_ng.bench.paths import bench_settings
+from agent_ng.bench.models import TokenModel, ToolTurnModel
+from agent_ng.bench.paths import SSE, bench_settings, paths, sse_path
 from agent_ng.graph.agent import build_graph
 from agent_ng.graph.events import stream
 from agent_ng.persistence.checkpoint import open_checkpointer
@@ -48,6 +52,7 @@ class Size:
 
 
 SIZES = {"full": Size(100, 3, 1000), "smoke": Size(3, 1, 8)}
+LONG_ANSWERS = {"full": (2_000, 20_000), "smoke": (200,)}
 
 
 class Hold:
@@ -169,6 +174,36 @@ async def checkpointed_messages(target: int) -> dict[str, float]:
     }
 
 
+class HeldAtEnd(TokenModel):
+    """``TokenModel`` that reads the traced memory just before its last token: what a long
+    answer holds while it streams, before the final merge and checkpoint."""
+
+    held: list[int] = []
+
+    async def _astream(self, messages, stop=None, run_manager=None, **kwargs):
+        async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
+            if chunk.message.chunk_position == "last":
+                self.held.append(tracemalloc.get_traced_memory()[0])
+            yield chunk
+
+
+async def long_answer(tokens: int) -> dict[str, dict[str, float]]:
+    """Bytes per token of one ``tokens``-token answer, each reader: peak, and held at the end."""
+    model = HeldAtEnd(tokens=tokens, held=[])
+    out: dict[str, dict[str, float]] = {}
+    async with sse_path(model) as sse:
+        for name, read in {**paths(model, InMemorySaver()), SSE: sse}.items():
+            await read()
+            gc.collect()
+            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+            await read()
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            out[name] = {"peak": (peak - base) / tokens, "held": (model.held[-1] - base) / tokens}
+    return out
+
+
 async def run(size: str = "full") -> Result:
     spec = SIZES[size]
     py: dict[str, list[float]] = {side: [] for side in SIDES}
@@ -178,6 +213,7 @@ async def run(size: str = "full") -> Result:
             py[side].append((await active_runs(side, spec.runs, traced=True))["py_per_run_kb"])
             rss[side].append(await asyncio.to_thread(rss_in_subprocess, side, spec.runs))
     messages = await checkpointed_messages(spec.messages)
+    answers = {n: await long_answer(n) for n in LONG_ANSWERS[size]}
     tables = [
         Table(
             f"Memory per active run: {spec.runs} runs paused in a tool at once, median of "
@@ -199,11 +235,24 @@ async def run(size: str = "full") -> Result:
             ],
         ),
     ]
+    readers = list(answers[LONG_ANSWERS[size][0]])
+    tables.append(
+        Table(
+            "Memory of one long answer, Python bytes per token (tracemalloc): peak, and held "
+            "before the last token",
+            ["reader", *(f"{n:,} tokens: {what}" for n in answers for what in ("peak", "held"))],
+            [
+                [name, *(round(answers[n][name][what]) for n in answers for what in ("peak", "held"))]
+                for name in readers
+            ],
+        )
+    )
     data: dict[str, Any] = {
         "runs": spec.runs,
         "py_per_run_kb": {side: median(v) for side, v in py.items()},
         "rss_per_run_kb": {side: median(v) for side, v in rss.items()},
         "checkpointed": messages,
+        "long_answer_bytes_per_token": answers,
     }
     return Result(NAME, size, tables, data)
 
