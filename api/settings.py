@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     model: str = "gpt-4o-mini"
     """The chat model: a model name for OpenAI, or ``provider:model`` in LangChain's
     ``init_chat_model`` form (other providers once their LangChain package is installed)."""
+    model_timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds the model may stay silent: to connect and send its first chunk, and between two
+    chunks; past it the run ends with an error naming the model (``run_end`` status ``error``)."""
     system_prompt: str = (
         "You are agent-ng, a helpful assistant. Use the tools when they help; when several "
         "are needed, call them together in one turn so they run in parallel."
@@ -67,14 +70,17 @@ class Settings(BaseSettings):
     """Summarise what the budget drops (one extra model call when more is dropped) and send the summary."""
     checkpoint_pool_size: int = Field(default=10, ge=1)
     """Connections in the PostgreSQL checkpointer's pool."""
+    checkpoint_timeout_s: float = Field(default=5.0, gt=0)
+    """Longest wait for the PostgreSQL checkpoint database per operation (connecting included);
+    past it the request gets a 503, or the run ends with an error, naming the database."""
 
     # Real tools (tools/http_fetch.py, tools/file_search.py, tools/sql_query.py).
     http_allow: Annotated[tuple[str, ...], NoDecode] = ()
     """Hosts, addresses or CIDRs ``http_fetch`` may reach although private:
     ``127.0.0.1,::1,10.0.0.0/8,intranet.example``."""
     http_max_bytes: int = Field(default=1_000_000, ge=1)
-    """Bytes of a body ``http_fetch`` reads at most (also the ceiling of its ``max_bytes``
-    argument); the result says when it was cut."""
+    """Bytes of a body ``http_fetch`` keeps at most, counted after decompression (also the
+    ceiling of its ``max_bytes`` argument); the result says when it was cut."""
     http_timeout_s: float = Field(default=20.0, gt=0)
     """Seconds one ``http_fetch`` may take, redirects included."""
     http_max_redirects: int = Field(default=5, ge=0)
@@ -121,6 +127,10 @@ class Settings(BaseSettings):
     # Tool engine: timeouts, result cache, ETA history and per-tool stats.
     tool_timeout_s: float = Field(default=120.0, gt=0)
     """A tool call running longer is stopped and the model told so (per tool: ``timeout_s``)."""
+    tool_max_output_bytes: int = Field(default=65_536, ge=1024)
+    """Bytes of a tool's result that enter the thread (UTF-8, content and artifact), the rest cut
+    with a note saying so (per tool: ``max_output_bytes``). The default, about 16,000 tokens, is
+    half of ``memory_max_tokens``' default, so a result leaves room for the rest of the turn."""
     cache_url: str = ""
     """Where cached results, recorded results, durations and stats live: ``memory://``,
     ``sqlite:///path.db`` or ``redis://host:6379/0`` (the ``redis`` extra; shared by replicas);

@@ -6,7 +6,10 @@ which holds no data and asks for the key) then needs ``Authorization: Bearer <ke
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from agent_ng.settings import Settings
 
@@ -28,7 +31,20 @@ class ServiceSettings(Settings):
     max_input_chars: int = Field(default=20_000, ge=1)
     """Longest question a run accepts; longer ones get a 422."""
     max_body_bytes: int = Field(default=1_000_000, ge=1)
-    """Largest request body (by ``Content-Length``); larger ones get a 413 before parsing."""
+    """Largest request body, counted as it arrives (chunked or not); a larger one gets a 413
+    as soon as it passes the limit, the rest unread. Parsing and validating hold the event loop
+    in proportion: about 0.2 s per MB for an AG-UI history of tiny messages, 0.5 s for a body
+    of tiny wrong keys (each an error)."""
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    """Host names the service answers besides localhost and the bound address, comma-separated
+    (``agent.example,*.corp.example``; ``*``: any); other ``Host`` headers get a 400. Bound to
+    ``0.0.0.0``/``::`` with ``AGENT_API_KEY`` set and this unset, any host is answered."""
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _hosts_comma_separated(cls, value: object) -> object:
+        return Settings._comma_separated(value)
+
     sse_ping_s: float = Field(default=15.0, gt=0)
     """Seconds between keep-alive comments on an idle event stream."""
 
@@ -39,6 +55,9 @@ class ServiceSettings(Settings):
     """Prefix of the service's Redis keys."""
     run_log_max_events: int = Field(default=10_000, ge=1)
     """Events kept per run for reconnects (Redis trims approximately)."""
+    run_log_max_bytes: int = Field(default=64_000_000, ge=1)
+    """Bytes of event JSON the in-process log keeps across all runs; past it the oldest finished
+    runs are dropped (a running run only loses its oldest events)."""
     run_log_retention_s: float = Field(default=600.0, gt=0)
     """Seconds a run's events stay joinable (in memory after its end; in Redis after its last
     event)."""
