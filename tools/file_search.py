@@ -1,12 +1,18 @@
 """Search files for the agent, grep-like, under a root it cannot leave.
 
 The pattern and the glob come from a model, so the search is held under one root
-(``AGENT_FILES_ROOT``, default the current directory): a glob with ``..`` or an absolute
-path outside the root is refused, and every file is resolved (symlinks followed) and skipped
-when it lands outside the root; a glob that names one such file is refused outright. Hidden
-files and folders are skipped as ripgrep does, ``**`` does not descend into symlinked folders,
+(``AGENT_FILES_ROOT``, default the current directory) by one rule (``agent_ng.tools.confinement``):
+a glob whose segments leave the root or name hidden files, however spelt, is refused before
+it is walked, an absolute path outside the root too, and every file it picks is skipped when
+it is hidden or resolves (symlinks followed) outside the root or to a hidden file; a glob
+that names one such file is refused outright. ``**`` does not descend into symlinked folders,
 binary files (a NUL byte near the start) and files over the size limit are skipped, and the
 output is bounded. Progress is reported per file (at most ``MAX_REPORTS`` times a search).
+
+The pattern runs on RE2 (google-re2), whose time is linear in the text, so no pattern can
+backtrack for minutes; RE2 also lets go of the GIL while it matches, so the search, in a
+worker thread, never holds the event loop. Python syntax that needs backtracking
+(backreferences, lookaround) is refused with a message saying so.
 
     search = make_file_search(Path("."))
     search.invoke({"pattern": "TODO", "glob": "**/*.py"})
@@ -20,10 +26,12 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path, PurePath
 
+import re2
 from langchain_core.tools import BaseTool, tool
 from wcmatch import glob as wcglob
 
 from agent_ng.tools import progress
+from agent_ng.tools.confinement import glob_refusal, refusal
 
 GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.NODIR
 """No BRACE: ``{..,src}`` would expand to ``..`` after the check for it."""
@@ -31,6 +39,8 @@ MAX_PATTERN = 1_000
 MAX_LINE = 300
 MAX_REPORTS = 200
 BINARY_SNIFF = 8_192
+RE2_OPTIONS = re2.Options()
+RE2_OPTIONS.log_errors = False
 
 
 @dataclass(slots=True)
@@ -43,11 +53,13 @@ class Findings:
     binary: int = 0
     large: int = 0
     unreadable: int = 0
+    hidden: int = 0
     outside: list[str] = field(default_factory=list)
 
 
 def relative_glob(glob: str, root: Path) -> str:
-    """``glob`` as a pattern relative to ``root``; ValueError if it would leave the root."""
+    """``glob`` as a pattern relative to ``root``; ValueError if it would leave the root or
+    names hidden files (``agent_ng.tools.confinement``), whatever its spelling."""
     glob = glob.strip()
     if not glob:
         raise ValueError("glob is empty; use '**/*' for every file")
@@ -58,28 +70,44 @@ def relative_glob(glob: str, root: Path) -> str:
             raise ValueError(
                 f"refused: {glob!r} is outside the search root {root}; give a path relative to it"
             ) from None
-    if ".." in PurePath(glob).parts:
+    reason = glob_refusal(glob)
+    if reason == "outside":
         raise ValueError(f"refused: {glob!r} uses '..' to leave the search root {root}")
+    if reason is None and not wcglob.is_magic(glob, flags=GLOB_FLAGS):
+        reason = refusal(root, glob)  # a plain path: judged as the file it names, links followed
+        if reason == "outside":
+            raise ValueError(f"refused: {glob!r} leads outside the search root {root} (a symlink)")
+    if reason == "hidden":
+        raise ValueError(f"refused: {glob!r} names hidden files or folders, which are never searched")
     return glob
 
 
-def compiled(pattern: str, literal: bool) -> re.Pattern[str]:
-    """The pattern as a regex; a ValueError the model can act on when it is not one."""
+def compiled(pattern: str, literal: bool) -> re2._Regexp:
+    """The pattern as an RE2 regex; a ValueError the model can act on when it is not one."""
     if not pattern:
         raise ValueError("pattern is empty")
     if len(pattern) > MAX_PATTERN:
         raise ValueError(f"pattern is too long: {len(pattern):,} characters, limit {MAX_PATTERN:,}")
     try:
-        return re.compile(re.escape(pattern) if literal else pattern)
+        return re2.compile(re2.escape(pattern) if literal else pattern, RE2_OPTIONS)
+    except re2.error as exc:
+        engine_error = exc.args[0].decode() if isinstance(exc.args[0], bytes) else str(exc)
+    try:
+        re.compile(pattern)
     except re.error as exc:
         raise ValueError(
             f"invalid regular expression {pattern!r}: {exc}; pass literal=true to search for the text as is"
         ) from None
+    raise ValueError(
+        f"regular expression {pattern!r} is not supported by the linear-time regex engine"
+        f" (RE2: no backreferences, lookaround or possessive repeats; {engine_error});"
+        " rewrite it, or pass literal=true to search for the text as is"
+    )
 
 
 def search(
     root: Path,
-    regex: re.Pattern[str],
+    regex: re2._Regexp,
     glob: str,
     *,
     max_matches: int,
@@ -98,33 +126,36 @@ def search(
             progress.report(index / len(files), f"{name} ({index} of {len(files)} files)")
         if len(found.matches) >= max_matches:
             break
-    if found.outside and not wcglob.is_magic(glob, flags=GLOB_FLAGS):
-        raise ValueError(f"refused: {glob!r} leads outside the search root {root} (a symlink)")
     return found, total
 
 
 def scan_file(
     root: Path,
     name: str,
-    regex: re.Pattern[str],
+    regex: re2._Regexp,
     found: Findings,
     max_matches: int,
     max_file_bytes: int,
 ) -> None:
     """Add a file's matching lines to ``found``, or count why it was skipped."""
-    path = (root / name).resolve()
-    if not path.is_relative_to(root):
+    reason = refusal(root, name)
+    if reason == "outside":
         found.outside.append(name)
         return
+    if reason == "hidden":
+        found.hidden += 1
+        return
+    path = root / name
     if not path.is_file():
         return
     try:
-        if path.stat().st_size > max_file_bytes:
-            found.large += 1
-            return
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(max_file_bytes + 1)
     except OSError:
         found.unreadable += 1
+        return
+    if len(data) > max_file_bytes:
+        found.large += 1
         return
     if b"\0" in data[:BINARY_SNIFF]:
         found.binary += 1
@@ -163,6 +194,8 @@ def summary(found: Findings, picked: int, max_matches: int, max_files: int) -> s
             f"skipped {len(found.outside)} symlinks leading outside the search root:"
             f" {', '.join(found.outside[:10])}"
         )
+    if found.hidden:
+        lines.append(f"skipped {found.hidden} symlinks to hidden files or folders")
     return "\n".join(lines + [""] + found.matches).rstrip()
 
 
@@ -183,9 +216,10 @@ def make_file_search(
     ) -> str:
         """Search text files for lines matching `pattern`, like grep; returns `path:line: text`.
 
-        `pattern` is a Python regular expression, or plain text with literal=true. `glob`
-        picks files by path relative to the search root ("**/*.py", "docs/*.md"); hidden
-        files and folders are skipped. Paths outside the search root are refused.
+        `pattern` is a regular expression in RE2 syntax (Python's, without backreferences or
+        lookaround), or plain text with literal=true. `glob` picks files by path relative to
+        the search root ("**/*.py", "docs/*.md"). Hidden files and folders are never searched,
+        and paths outside the search root are refused.
         """
         regex = compiled(pattern, literal)
         if isinstance(max_matches, bool) or not 1 <= max_matches <= match_ceiling:

@@ -11,7 +11,13 @@ the connection goes to the vetted address itself, with the original ``Host`` hea
 server name, so a second DNS answer cannot swap in another address (DNS rebinding).
 Redirects are followed by hand, each hop checked the same way, at most ``max_redirects``.
 Proxies from the environment are ignored for the same reason. The body is read in chunks,
-each reported as progress, and reading stops at the byte limit.
+each reported as progress, and reading stops at the byte limit, counted in decoded bytes: a
+compressed body is decoded here a bounded step at a time (``agent_ng.tools.decoding``), not by
+httpx, which inflates a whole chunk at once, so a small gzip, br or zstd bomb stops at the
+limit too.
+
+An IPv6 address that carries an IPv4 one (IPv4-mapped or -compatible, 6to4, Teredo, NAT64)
+is judged by the IPv4 address as well, so ``[2002:7f00:1::]`` is as refused as ``127.0.0.1``.
 
     fetch = make_http_fetch(allow=["127.0.0.1"], max_bytes=100_000)
     await fetch.ainvoke({"url": "http://127.0.0.1:8000/"})
@@ -31,11 +37,14 @@ import httpx
 from langchain_core.tools import BaseTool, tool
 
 from agent_ng.tools import progress
+from agent_ng.tools.decoding import ACCEPT_ENCODING, ERRORS, decoded, decoder_for
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SCHEMES = ("http", "https")
+DECODE_STEP = 65_536
+"""Decoded bytes made at a time: what one step holds in memory and the event loop for."""
 TEXT_TYPES = ("text/", "json", "xml", "javascript", "x-www-form-urlencoded", "yaml", "csv")
 ALLOW_HINT = "set AGENT_HTTP_ALLOW to allow it"
 
@@ -68,21 +77,42 @@ class AddressPolicy:
         if kind is None:
             return None
         shown = host if host == str(address) else f"{host} (it resolves to {address})"
-        return f"refused to fetch {shown}: {address} is a {kind} address; {ALLOW_HINT}"
+        return f"refused to fetch {shown}: {address} is {kind}; {ALLOW_HINT}"
 
 
 def address_kind(address: IPAddress) -> str | None:
-    """The kind of non-public address this is, or None for a public one."""
-    checks = (
-        ("unspecified", address.is_unspecified),
-        ("loopback", address.is_loopback),
-        ("link-local", address.is_link_local),
-        ("multicast", address.is_multicast),
-        ("private", address.is_private),
-        ("reserved", address.is_reserved),
-        ("non-public", not address.is_global),
-    )
-    return next((kind for kind, hit in checks if hit), None)
+    """What kind of non-public address this is (``a loopback address``), or carries
+    (``a loopback address inside: it carries 127.0.0.1``, see ``embedded_ipv4``); None for a public one."""
+    for judged in (address, *embedded_ipv4(address)):
+        checks = (
+            ("unspecified", judged.is_unspecified),
+            ("loopback", judged.is_loopback),
+            ("link-local", judged.is_link_local),
+            ("multicast", judged.is_multicast),
+            ("private", judged.is_private),
+            ("reserved", judged.is_reserved),
+            ("non-public", not judged.is_global),
+        )
+        if kind := next((kind for kind, hit in checks if hit), None):
+            return f"a {kind} address" + ("" if judged is address else f" inside: it carries {judged}")
+    return None
+
+
+EMBEDDING_NETWORKS = tuple(
+    ipaddress.IPv6Network(net) for net in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96")
+)
+"""Where an IPv6 address carries an IPv4 one in its last 32 bits: IPv4-compatible, -mapped,
+-translated (SIIT) and the NAT64 well-known prefix. 6to4 and Teredo have ``ipaddress``'s own."""
+
+
+def embedded_ipv4(address: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address carries, which traffic to it may reach."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return ()
+    found = [address.sixtofour, *(address.teredo or ())]
+    if any(address in net for net in EMBEDDING_NETWORKS):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF))
+    return tuple(a for a in found if a is not None)
 
 
 def parse_address(text: str) -> IPAddress:
@@ -142,17 +172,22 @@ def transfer_progress(received: int, total: int | None) -> tuple[float | None, s
 
 
 async def read_body(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """Up to ``limit`` bytes of the (decoded) body, reporting each chunk; and whether it was cut."""
+    """Up to ``limit`` bytes of the decoded body, reporting progress; and whether it was cut."""
+    encoding = response.headers.get("content-encoding", "")
+    decoder = decoder_for(encoding)
     length = response.headers.get("content-length", "")
     total = int(length) if length.isdigit() else None
     body = bytearray()
-    async for chunk in response.aiter_bytes():
-        room = limit - len(body)
-        body += chunk[:room]
-        if len(chunk) > room:
-            progress.report(None, f"stopped at the {limit:,}-byte limit")
-            return bytes(body), True
-        progress.report(*transfer_progress(response.num_bytes_downloaded, total))
+    try:
+        async for piece in decoded(response.aiter_raw(), decoder, DECODE_STEP):
+            room = limit - len(body)
+            body += piece[:room]
+            if len(piece) > room:
+                progress.report(None, f"stopped at the {limit:,}-byte limit")
+                return bytes(body), True
+            progress.report(*transfer_progress(response.num_bytes_downloaded, total))
+    except ERRORS as exc:
+        raise ValueError(f"the body is not valid {encoding}: {exc}") from None
     return bytes(body), False
 
 
@@ -201,7 +236,7 @@ async def fetch(
             request = client.build_request(
                 "GET",
                 target.copy_with(host=address),
-                headers={"Host": target.netloc.decode("ascii")},
+                headers={"Host": target.netloc.decode("ascii"), "Accept-Encoding": ACCEPT_ENCODING},
                 extensions={"sni_hostname": target.raw_host.decode("ascii")},
             )
             response = await client.send(request, stream=True)
@@ -237,8 +272,8 @@ def make_http_fetch(
     async def http_fetch(url: str, max_bytes: int = byte_ceiling) -> str:
         """Fetch an http(s) URL with GET and return its status, content type and text.
 
-        Public addresses only. Reads at most `max_bytes` bytes of the body (the text is cut
-        there, and the result says so); follows a few redirects.
+        Public addresses only. Reads at most `max_bytes` bytes of the body, counted after
+        decompression (the text is cut there, and the result says so); follows a few redirects.
         """
         if isinstance(max_bytes, bool) or not 1 <= max_bytes <= byte_ceiling:
             raise ValueError(f"max_bytes must be between 1 and {byte_ceiling:,}, got {max_bytes!r}")

@@ -9,15 +9,17 @@ against a small TLS server whose certificate comes from a test CA (trustme).
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import pytest
 import trustme
 from fastapi import FastAPI, Request
-from fastapi.responses import PlainTextResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
@@ -82,6 +84,11 @@ def web_app(hits: list[str]) -> FastAPI:
     @app.get("/binary")
     async def binary():
         return StreamingResponse(chunks(1), media_type="image/png")
+
+    @app.get("/compressed")
+    async def compressed():
+        body = zlib.compress(b"y" * CHUNK * CHUNKS, wbits=zlib.MAX_WBITS | 16)
+        return Response(body, media_type="text/plain", headers={"content-encoding": "gzip"})
 
     return app
 
@@ -155,6 +162,31 @@ async def test_private_destinations_are_refused_before_any_connection(web, url, 
     assert hits == []
 
 
+@pytest.mark.parametrize(
+    ("host", "carried"),
+    [
+        ("2002:7f00:1::", "a loopback address inside: it carries 127.0.0.1"),
+        ("2002:a9fe:a9fe::1", "a link-local address inside: it carries 169.254.169.254"),
+        ("2002:c0a8:101::", "a private address inside: it carries 192.168.1.1"),
+        ("64:ff9b::7f00:1", "a reserved address"),
+        ("::127.0.0.1", "a reserved address"),
+        ("::ffff:0:7f00:1", "a reserved address"),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "a private address"),
+    ],
+    ids=["6to4-loopback", "6to4-metadata", "6to4-private", "nat64", "ipv4-compatible", "siit", "teredo"],
+)
+async def test_an_ipv6_address_carrying_a_private_ipv4_one_is_refused(web, host, carried):
+    origin, hits = web
+    port = origin.rsplit(":", 1)[1]
+    with pytest.raises(ValueError, match=f"^refused to fetch .* is {re.escape(carried)}; set AGENT_HTTP_ALLOW"):
+        await fetch(make_http_fetch(), url=f"http://[{host}]:{port}/sized")
+    assert hits == []
+
+
+def test_an_ipv6_address_carrying_a_public_ipv4_one_is_judged_public():
+    assert AddressPolicy().refusal("x", parse_address("2002:5db8:d822::1")) is None
+
+
 async def test_a_hostname_resolving_to_a_private_address_is_refused(monkeypatch):
     fake_dns(monkeypatch, {"intranet.example": [["10.1.2.3"]]})
     with pytest.raises(ValueError, match=r"intranet.example \(it resolves to 10.1.2.3\): 10.1.2.3 is a private"):
@@ -219,6 +251,15 @@ async def test_the_byte_limit_stops_an_endless_body_and_says_so(web):
     assert "size: 50,000 bytes (truncated at the byte limit)" in text
     assert text.endswith("x" * 50_000 + "\n[… truncated]")
     assert records[-1]["message"] == "stopped at the 50,000-byte limit"
+
+
+async def test_a_compressed_body_is_decoded_and_its_decoded_size_counted(web):
+    origin, _ = web
+    tool = make_http_fetch(allow=["127.0.0.1"])
+    text = await fetch(tool, url=f"{origin}/compressed")
+    assert f"size: {CHUNK * CHUNKS:,} bytes\n" in text and text.endswith("y" * CHUNK * CHUNKS)
+    cut = await fetch(tool, url=f"{origin}/compressed", max_bytes=1000)
+    assert "size: 1,000 bytes (truncated at the byte limit)" in cut and cut.endswith("y" * 1000 + "\n[… truncated]")
 
 
 async def test_binary_bodies_are_summarised_not_shown(web):
