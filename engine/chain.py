@@ -18,6 +18,9 @@ Outer first:
 - ``Lifecycle`` (``agent_ng.engine.tool_calls``) reports the call's events, with the ETA from
   ``agent_ng.engine.eta`` in ``tool_start``: inside the limit, so ``tool_start`` means the
   tool really started;
+- ``bound_output`` (``agent_ng.engine.output_limit``) cuts the result to the tool's
+  ``max_output_bytes``: inside every wrapper that reports, keeps, records or caches a result,
+  so none of them (nor the checkpoint) ever holds more;
 - ``enforce_timeout`` (``agent_ng.engine.timeouts``) stops a call past its ``timeout_s``.
 
 The wrappers take values; only this module reads ``Settings``.
@@ -30,6 +33,7 @@ from collections.abc import Sequence
 from agent_ng.engine.approval import require_approval
 from agent_ng.engine.concurrency import GroupConfig, GroupLimits, shared_group_limits
 from agent_ng.engine.eta import expected_duration
+from agent_ng.engine.output_limit import bound_output
 from agent_ng.engine.recorded_results import RecordedResults
 from agent_ng.engine.result_cache import ResultCache
 from agent_ng.engine.store import ToolStore
@@ -60,6 +64,7 @@ def engine_wrappers(settings: Settings, store: ToolStore) -> list[ToolCallWrappe
         ResultCache(store, settings.cache_ttl_s),
         *([limits] if limits else []),
         Lifecycle(expected_s=expected_duration(store)),
+        bound_output(settings.tool_max_output_bytes),
         enforce_timeout(settings.tool_timeout_s),
     ]
 

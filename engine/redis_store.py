@@ -6,6 +6,11 @@ scored by store time, says which entries are oldest when the size bound evicts;
 ``counts:<tool>`` is a hash of counters; ``durations:<tool>`` a list, newest first, trimmed to
 ``durations_kept``; ``tools`` the set of tool names seen; ``result:<key>`` a finished call's result, expiring by
 itself.
+
+The client's connections come from a blocking pool of ``CONNECTIONS``: past that many commands
+in flight a call waits for a connection (up to ``CONNECTION_WAIT_S``) rather than failing, as
+redis-py's default pool does (``MaxConnectionsError``), which lost the writes of hundreds of
+parallel calls.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from agent_ng.engine.store import (
     counter_increments,
 )
 
+CONNECTIONS = 100
+CONNECTION_WAIT_S = 20.0
+
 
 class RedisToolStore:
     """The ``ToolStore`` in Redis, every key under ``prefix``; ``open`` it from a ``redis://`` URL."""
@@ -43,12 +51,15 @@ class RedisToolStore:
         cls, url: str, max_entries: int, prefix: str, durations_kept: int = DURATIONS_KEPT
     ) -> AsyncIterator[RedisToolStore]:
         try:
-            from redis.asyncio import Redis
+            from redis.asyncio import BlockingConnectionPool, Redis
         except ImportError as e:
             raise RuntimeError(
                 "a redis:// cache URL needs the redis extra: pip install 'agent-ng[redis]'"
             ) from e
-        client = Redis.from_url(url, decode_responses=True)
+        pool = BlockingConnectionPool.from_url(
+            url, decode_responses=True, max_connections=CONNECTIONS, timeout=CONNECTION_WAIT_S
+        )
+        client = Redis.from_pool(pool)
         try:
             await client.ping()
             yield cls(client, max_entries, prefix, durations_kept)

@@ -7,6 +7,12 @@ entries are evicted in insertion order, which SQLite's rowid already records.
 Each statement is a round trip to the connection's thread, and parallel tools tend to finish
 together, so calls recorded at the same moment share one write (group commit): 16 parallel
 calls cost 3 round trips, not 48.
+
+Every cursor is closed on the connection's thread (``async with``), never left to the garbage
+collector: that would finalize it on the event loop's thread and reset its statement, which
+SQLite caches per SQL text, while the connection's thread may be running the same statement for
+another call. That write then failed (``InterfaceError: bad parameter or other API misuse``)
+and its calls went uncounted: a few in every thousand under hundreds of parallel calls.
 """
 
 from __future__ import annotations
@@ -67,11 +73,22 @@ class SqliteToolStore:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         async with aiosqlite.connect(path, isolation_level=None) as db:
-            await db.execute("PRAGMA busy_timeout = 5000")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
-            await db.executescript(SCHEMA)
-            yield cls(db, max_entries, durations_kept)
+            store = cls(db, max_entries, durations_kept)
+            for pragma in ("busy_timeout = 5000", "journal_mode = WAL", "synchronous = NORMAL"):
+                await store._run(f"PRAGMA {pragma}")
+            async with db.executescript(SCHEMA):
+                pass
+            yield store
+
+    async def _run(self, sql: str, parameters: tuple | dict = ()) -> None:
+        """Run one statement and close its cursor (see the module docstring for why)."""
+        async with self.db.execute(sql, parameters):
+            pass
+
+    async def _run_many(self, sql: str, parameters: list) -> None:
+        """Run one statement for each of ``parameters`` and close its cursor."""
+        async with self.db.executemany(sql, parameters):
+            pass
 
     async def cached(self, key: str, now: float) -> CachedResult | None:
         async with self.db.execute(
@@ -82,11 +99,11 @@ class SqliteToolStore:
         return CachedResult(json.loads(row[0]), row[1]) if row else None
 
     async def cache(self, key: str, content: Content, now: float, ttl_s: float) -> None:
-        await self.db.execute(
+        await self._run(
             "INSERT OR REPLACE INTO tool_cache (key, content, expires_at) VALUES (?, ?, ?)",
             (key, json.dumps(content), now + ttl_s),
         )
-        await self.db.execute(
+        await self._run(
             "DELETE FROM tool_cache WHERE expires_at <= ? OR rowid <= "
             "(SELECT rowid FROM tool_cache ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
             (now, self.max_entries),
@@ -101,7 +118,7 @@ class SqliteToolStore:
     async def _write_pending(self) -> None:
         """Write every record made since the batch was scheduled, one statement kind at a time."""
         batch, self._pending, self._batch = self._pending, [], None
-        await self.db.executemany(
+        await self._run_many(
             "INSERT INTO tool_counts (tool, calls, errors, timeouts, cache_hits) "
             "VALUES (:tool, :calls, :errors, :timeouts, :cache_hits) "
             "ON CONFLICT (tool) DO UPDATE SET calls = calls + :calls, "
@@ -112,10 +129,8 @@ class SqliteToolStore:
         durations = [(t, d) for t, outcome, d in batch if outcome == "ok" and d is not None]
         if not durations:
             return
-        await self.db.executemany(
-            "INSERT INTO tool_durations (tool, seconds) VALUES (?, ?)", durations
-        )
-        await self.db.executemany(
+        await self._run_many("INSERT INTO tool_durations (tool, seconds) VALUES (?, ?)", durations)
+        await self._run_many(
             "DELETE FROM tool_durations WHERE tool = ? AND id <= (SELECT id FROM tool_durations"
             " WHERE tool = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
             [(tool, tool, self.durations_kept) for tool in {t for t, _ in durations}],
@@ -136,11 +151,11 @@ class SqliteToolStore:
         return row[0] if row else None
 
     async def record_result(self, key: str, message: str, now: float) -> None:
-        await self.db.execute(
+        await self._run(
             "INSERT OR REPLACE INTO tool_results (key, message, expires_at) VALUES (?, ?, ?)",
             (key, message, now + RESULTS_KEPT_S),
         )
-        await self.db.execute("DELETE FROM tool_results WHERE expires_at <= ?", (now,))
+        await self._run("DELETE FROM tool_results WHERE expires_at <= ?", (now,))
 
     async def counts(self) -> list[ToolCounts]:
         async with self.db.execute(

@@ -154,7 +154,7 @@ def report_end(
 
 def notes(result: ToolMessage | Command) -> dict[str, Any]:
     """What the wrappers noted on a result (``elapsed_s``, ``cached``, ``timed_out``, ``rejected``,
-    ``replayed``)."""
+    ``replayed``, ``cut_from_bytes``)."""
     if not isinstance(result, ToolMessage):
         return {}
     return result.response_metadata.get(NOTES_KEY) or {}

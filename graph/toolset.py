@@ -48,7 +48,10 @@ def real_tools(settings: Settings) -> list[BaseTool]:
     ]
     if settings.sql_db is not None:
         query = make_sql_query(
-            settings.sql_db, max_rows=settings.sql_max_rows, timeout_s=settings.sql_timeout_s
+            settings.sql_db,
+            max_rows=settings.sql_max_rows,
+            max_bytes=settings.tool_max_output_bytes,
+            timeout_s=settings.sql_timeout_s,
         )
         tools.append(configure(query, concurrency_group="sql", timeout_s=settings.sql_timeout_s + 5))
     return tools

@@ -34,6 +34,7 @@ class ToolSpec:
     cache_ttl_s: float | None = None
     concurrency_group: str | None = None
     requires_approval: bool = False
+    max_output_bytes: int | None = None
 
 
 SPEC_KEY = "agent_ng_spec"

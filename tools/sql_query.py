@@ -7,7 +7,10 @@ columns, functions, recursive CTEs, schema-reading table-valued pragmas), which 
 catches a ``WITH ... DELETE``. ``PRAGMA query_only`` is set as well. Rows are fetched in
 batches with a progress report after each; the total comes from a ``COUNT(*)`` when that
 finishes within a small instruction budget, otherwise progress has no fraction. Every query
-has a deadline (SQLite's progress handler interrupts it) and a row limit.
+has a deadline (SQLite's progress handler interrupts it), a row limit and a byte limit: no
+value may be longer than ``max_bytes`` (SQLite's own ``SQLITE_LIMIT_LENGTH``, so SQLite refuses
+to build a huge string rather than hand it over; its ``printf`` gives NULL instead), and rows
+stop being fetched when the next one would take the result, as JSON, past ``max_bytes``.
 
 It is a sync tool on purpose: LangChain runs it in a worker thread, so the event loop keeps
 streaming while SQLite works.
@@ -100,11 +103,13 @@ def checked_query(query: str) -> str:
     return text
 
 
-def connect(db: Path, timeout_s: float) -> tuple[sqlite3.Connection, Reads]:
-    """A connection that can only read ``db``: a read-only file, ``query_only``, and the ``Reads`` authorizer."""
+def connect(db: Path, timeout_s: float, max_bytes: int) -> tuple[sqlite3.Connection, Reads]:
+    """A connection that can only read ``db`` (a read-only file, ``query_only``, and the ``Reads``
+    authorizer) and builds no value longer than ``max_bytes``."""
     if not db.is_file():
         raise ValueError(f"the database {db} does not exist; set AGENT_SQL_DB to a SQLite file")
     connection = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=timeout_s)
+    connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max_bytes)
     connection.execute("PRAGMA query_only = ON")
     reads = Reads()
     connection.set_authorizer(reads)
@@ -120,20 +125,29 @@ def cheap_count(connection: sqlite3.Connection, query: str, params: Any, deadlin
         return None
 
 
-def fetch_rows(cursor: sqlite3.Cursor, max_rows: int, total: int | None) -> tuple[list[tuple], bool]:
-    """Up to ``max_rows`` rows in batches, reporting after each; and whether more were left."""
-    rows: list[tuple] = []
+def fetch_rows(
+    cursor: sqlite3.Cursor, max_rows: int, max_bytes: int, total: int | None
+) -> tuple[list[list[Any]], bool, bool]:
+    """Up to ``max_rows`` rows (as JSON cells) in batches, reporting after each, until the next
+    would take their JSON past ``max_bytes``; whether more were left, and whether bytes cut them."""
+    rows: list[list[Any]] = []
+    used = 0
     goal = min(total, max_rows) if total is not None else None
     while len(rows) < max_rows:
         batch = cursor.fetchmany(min(BATCH_ROWS, max_rows - len(rows)))
         if not batch:
             break
-        rows.extend(batch)
+        for row in batch:
+            cells = [cell(v) for v in row]
+            used += json_size(cells) + len(", ")
+            if used > max_bytes:
+                return rows, True, True
+            rows.append(cells)
         fraction = len(rows) / goal if goal else None
         of = f" of {total:,}" if total is not None else ""
         progress.report(fraction, f"{len(rows):,}{of} rows")
     more = len(rows) == max_rows and cursor.fetchone() is not None
-    return rows, more
+    return rows, more, False
 
 
 def cell(value: Any) -> Any:
@@ -141,18 +155,39 @@ def cell(value: Any) -> Any:
     return f"<blob of {len(value):,} bytes>" if isinstance(value, bytes) else value
 
 
-def run_query(db: Path, query: str, params: Any, max_rows: int, timeout_s: float) -> dict[str, Any]:
-    """Run one read-only query within ``timeout_s``; the tool's result: columns, rows, whether some were left out."""
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` in the tool's JSON."""
+    return len(json.dumps(value, ensure_ascii=False, default=str).encode())
+
+
+def cut_note(row_count: int, max_bytes: int) -> str:
+    """What the result says when the byte limit left rows out."""
+    return f"rows after the first {row_count} left out: a result is at most {max_bytes:,} bytes"
+
+
+def run_query(
+    db: Path, query: str, params: Any, max_rows: int, max_bytes: int, timeout_s: float
+) -> dict[str, Any]:
+    """Run one read-only query within ``timeout_s``; the tool's result, at most ``max_bytes`` as
+    JSON: columns, rows, whether some were left out (and a note when bytes left them out)."""
     text = checked_query(query)
     deadline = monotonic() + timeout_s
-    connection, reads = connect(db, timeout_s)
+    connection, reads = connect(db, timeout_s, max_bytes)
     try:
         total = cheap_count(connection, text, params, deadline)
         reads.denied.clear()
         connection.set_progress_handler(Interrupt(deadline), HANDLER_EVERY)
         cursor = connection.execute(text, params)
-        rows, more = fetch_rows(cursor, max_rows, total)
         columns = [d[0] for d in cursor.description or ()]
+        room = max_bytes - envelope_size(columns, total, max_rows, max_bytes)
+        rows, more, cut = fetch_rows(cursor, max_rows, room, total)
+    except sqlite3.DataError as exc:
+        if "too big" not in str(exc):
+            raise ValueError(f"SQLite error: {exc}") from None
+        raise ValueError(
+            f"refused: a value in the result is over the {max_bytes:,}-byte limit of a tool"
+            " result; select a part of it (substr(x, 1, 1000)) or its length(x)"
+        ) from None
     except sqlite3.ProgrammingError as exc:
         if "one statement at a time" in str(exc):
             raise ValueError("refused: only a single statement is allowed") from None
@@ -167,17 +202,34 @@ def run_query(db: Path, query: str, params: Any, max_rows: int, timeout_s: float
         raise ValueError(f"SQLite error: {exc}") from None
     finally:
         connection.close()
-    return {
+    return result_of(columns, rows, total, more, max_bytes, cut=cut)
+
+
+def envelope_size(columns: list[str], total: int | None, max_rows: int, max_bytes: int) -> int:
+    """Bytes of the result besides its rows, the note included, room left for two row counts."""
+    empty = result_of(columns, [], total, True, max_bytes, cut=True)
+    return json_size(empty) + 2 * len(str(max_rows))
+
+
+def result_of(
+    columns: list[str], rows: list[list[Any]], total: int | None, more: bool, max_bytes: int,
+    *, cut: bool,
+) -> dict[str, Any]:
+    """The tool's result; with ``cut``, a note that the byte limit left rows out."""
+    result = {
         "columns": columns,
         "row_count": len(rows),
         "truncated": more,
         "total_rows": total,
-        "rows": [[cell(v) for v in row] for row in rows],
+        "rows": rows,
     }
+    return {**result, "note": cut_note(len(rows), max_bytes)} if cut else result
 
 
-def make_sql_query(db: Path, *, max_rows: int = 500, timeout_s: float = 10.0) -> BaseTool:
-    """The ``sql_query`` tool on the SQLite file ``db``."""
+def make_sql_query(
+    db: Path, *, max_rows: int = 500, max_bytes: int = 65_536, timeout_s: float = 10.0
+) -> BaseTool:
+    """The ``sql_query`` tool on the SQLite file ``db``; ``max_bytes`` bounds its result's JSON."""
     db = db.expanduser().resolve()
     row_ceiling = max_rows
 
@@ -190,11 +242,14 @@ def make_sql_query(db: Path, *, max_rows: int = 500, timeout_s: float = 10.0) ->
         """Run one read-only SQL query (SELECT or WITH) on the SQLite database; rows as JSON.
 
         Use ? or :name placeholders with `params` (a list or an object). Returns columns,
-        rows (at most `max_rows`), and whether rows were left out. Writes are refused.
+        rows (at most `max_rows`, and only as many as fit the result's byte limit), and
+        whether rows were left out. Writes are refused.
         """
         if isinstance(max_rows, bool) or not 1 <= max_rows <= row_ceiling:
             raise ValueError(f"max_rows must be between 1 and {row_ceiling}, got {max_rows!r}")
-        result = run_query(db, query, params if params is not None else (), max_rows, timeout_s)
+        result = run_query(
+            db, query, params if params is not None else (), max_rows, max_bytes, timeout_s
+        )
         return json.dumps(result, ensure_ascii=False, default=str)
 
     return sql_query

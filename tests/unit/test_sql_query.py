@@ -149,3 +149,26 @@ async def test_through_the_graph_rows_stream_as_progress(db):
     ]
     [result] = [e for e in events if e.type == "tool_result"]
     assert result.status == "success" and '"row_count": 300' in result.content
+
+
+def test_a_huge_value_is_never_built(db):
+    """Without SQLite's length limit this one value would take 100 MB (issue 17)."""
+    tool = make_sql_query(db, max_bytes=10_000)
+    huge = json.loads(tool.invoke({"query": "SELECT printf('%.*c', 100000000, 'x') AS v"}))
+    assert huge["rows"] == [[None]], "SQLite's printf gives NULL past the length limit"
+    with pytest.raises(ValueError, match="over the 10,000-byte limit.*substr"):
+        tool.invoke({"query": "SELECT replace(hex(zeroblob(20000)), '0', 'x')"})
+
+
+def test_rows_stop_at_the_byte_budget_and_the_result_says_so(db):
+    budget = 5_000
+    text = make_sql_query(db, max_rows=250, max_bytes=budget).invoke(
+        {"query": "SELECT id, name || ' é ' || name AS label FROM items ORDER BY id"}
+    )
+    result = json.loads(text)
+    assert len(text.encode()) <= budget
+    assert 50 < result["row_count"] < 250 and result["truncated"]
+    assert result["note"] == (
+        f"rows after the first {result['row_count']} left out: a result is at most {budget:,} bytes"
+    )
+    assert result["rows"][-1][0] == result["row_count"] - 1

@@ -193,3 +193,25 @@ def test_agent_ng_stats_says_when_nothing_is_recorded(tmp_path):
     result = stats_cli(tmp_path)
     assert result.exit_code == 0
     assert "No tool calls recorded yet" in result.output
+
+
+async def test_a_store_that_fails_every_call_never_fails_the_tool_call(caplog):
+    class Down(MemoryToolStore):
+        def __getattribute__(self, name):
+            if name in ("cached", "cache", "record", "durations", "recorded_result", "record_result"):
+                raise ConnectionError("the tool store is down")
+            return super().__getattribute__(name)
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    configure(add, cacheable=True)
+    model = ScriptedModel(replies=[calls(("add", {"a": 1, "b": 2})), Reply(text="ok")])
+    graph = build_graph(model, [add], InMemorySaver(), settings(), tool_store=Down())
+    await collect(graph, ask())
+
+    [result] = tool_messages(model.seen[1]).values()
+    assert (result.status, result.text) == ("success", "3")
+    assert "recording add's outcome failed" in caplog.text

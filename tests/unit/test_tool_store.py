@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -69,3 +70,22 @@ async def test_concurrent_records_are_all_counted(kind, tmp_path):
         await asyncio.gather(*(store.record("add", "ok", 0.01 * i) for i in range(50)))
         [counts] = await store.counts()
         assert counts.calls == 50 and len(counts.durations) == 50
+
+
+async def test_hundreds_of_parallel_calls_lose_no_write(kind, tmp_path):
+    """What each call of a busy engine does at once (ETA read, result recorded, outcome counted),
+    300 calls at a time arriving in a random order: every write succeeds and every call counts."""
+    rounds, parallel = 10, 300
+    arrival = random.Random(17)
+
+    async def call(i: int) -> None:
+        for _ in range(arrival.randrange(20)):
+            await asyncio.sleep(0)
+        await store.durations(f"tool{i % 3}", 100)
+        await store.record_result(f"call{i}", "result", now=float(i))
+        await store.record(f"tool{i % 3}", arrival.choice(["ok", "ok", "error", "cached"]), 0.01)
+
+    async with open_test_store(kind, tmp_path) as store:
+        for _ in range(rounds):
+            await asyncio.gather(*(call(i) for i in range(parallel)))
+        assert sum(c.calls for c in await store.counts()) == rounds * parallel
