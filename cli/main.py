@@ -33,7 +33,7 @@ from agent_ng.collector import tune_collector
 from agent_ng.contract import EventType
 from agent_ng.graph.agent import open_agent
 from agent_ng.graph.events import AgentEvent, stream
-from agent_ng.models.chat import ModelConfigError
+from agent_ng.models.chat import ModelConfigError, ModelTimeoutError
 from agent_ng.persistence.thread_lock import ThreadBusyError
 from agent_ng.persistence.threads import UnfinishedRunError, thread_status
 from agent_ng.settings import Settings
@@ -91,10 +91,10 @@ async def resume_thread(thread: str) -> str | None:
 
 
 def run_cli(session) -> str | None:
-    """Run a session; a busy thread is a clear error, Ctrl-C ends it as ``cancelled``."""
+    """Run a session; a busy thread or a silent model is a clear error, Ctrl-C ends it as ``cancelled``."""
     try:
         return asyncio.run(session)
-    except ThreadBusyError as e:
+    except (ThreadBusyError, ModelTimeoutError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     except UnfinishedRunError as e:

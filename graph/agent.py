@@ -79,9 +79,13 @@ def build_graph(
             model,
             tools,
             max_steps=settings.max_steps,
+            timeout_s=settings.model_timeout_s,
             system_prompt=settings.system_prompt,
             memory=make_memory(
-                model, max_tokens=settings.memory_max_tokens, summarize=settings.memory_summary
+                model,
+                max_tokens=settings.memory_max_tokens,
+                summarize=settings.memory_summary,
+                timeout_s=settings.model_timeout_s,
             ),
         ),
     )

@@ -42,6 +42,7 @@ from langgraph.types import Command
 from agent_ng.contract import AgentEvent, EventType, RunStatus, read_record
 from agent_ng.engine.tool_calls import SHOWN_RESULTS, preview
 from agent_ng.graph.settle import SUPERSEDED, settle
+from agent_ng.models.chat import ModelTimeoutError
 from agent_ng.nodes import LLM
 from agent_ng.nodes.llm import STEP_LIMIT_REASON
 from agent_ng.persistence.thread_lock import hold_thread
@@ -67,12 +68,12 @@ class _Run:
     """The text of the model answer being streamed, until its node stores the answer."""
     shown_id: str | None = None
 
-    def partial_answer(self) -> AIMessage | None:
+    def partial_answer(self, reason: str = "cancelled") -> AIMessage | None:
         """What the consumer saw of an answer the model did not finish, as a message."""
         if self.shown_id is None:
             return None
         return AIMessage(
-            "".join(self.shown), id=self.shown_id, response_metadata={"finish_reason": "cancelled"}
+            "".join(self.shown), id=self.shown_id, response_metadata={"finish_reason": reason}
         )
 
     def event(self, type: EventType, **fields: Any) -> AgentEvent:
@@ -160,8 +161,11 @@ async def stream(
     A stop keeps what the consumer saw (``agent_ng.graph.settle``): when the consumer is cancelled or
     closes the stream mid-run, the text streamed so far and every finished tool result are
     stored, the unfinished calls get "cancelled" results, and the thread is left idle; the
-    cancellation then goes on. New messages on a thread whose run did not finish (waiting for
-    an approval, or killed) first settle it the same way, with "not completed" results.
+    cancellation then goes on. A model silent past ``AGENT_MODEL_TIMEOUT_S`` ends the run the
+    same way (``ModelTimeoutError``, ``run_end`` status ``error``), so the next question goes
+    on from what was shown rather than waiting on ``agent-ng resume``. New messages on a thread
+    whose run did not finish (waiting for an approval, or killed) first settle it the same way,
+    with "not completed" results.
     """
     if graph.checkpointer:
         kwargs.setdefault("durability", "sync")
@@ -186,6 +190,10 @@ async def stream(
             except (asyncio.CancelledError, GeneratorExit) as stop:
                 if durable:
                     await shielded(settle_stopped(graph, config, stop, run.partial_answer(), shown))
+                raise
+            except ModelTimeoutError:
+                if durable:
+                    await settle(graph, config, partial=run.partial_answer("timeout"), shown=shown)
                 raise
     except Exception as e:
         yield run.event(EventType.RUN_END, status="error", usage=run.usage, error=f"{type(e).__name__}: {e}")

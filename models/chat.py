@@ -10,6 +10,11 @@ local server must not go to Mistral's API). It is ``ChatOpenAI`` when a key or a
 configured, else the offline model; ``OPENAI_BASE_URL`` alone is enough for a local
 OpenAI-compatible server (vLLM, Ollama, llama.cpp), which usually needs no key. A prefix is a
 provider only if LangChain knows it, so an Ollama tag such as ``llama3.1:8b`` stays a model name.
+
+``ChatOpenAI`` gets ``AGENT_MODEL_TIMEOUT_S`` as its connect timeout and no per-chunk timeout of
+its own: the model node bounds every model's silence itself (``agent_ng.nodes.llm``), and
+langchain-openai's per-chunk ``asyncio.wait_for`` costs a task per chunk and, on Python 3.11,
+can swallow a stop.
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ class ModelConfigError(ValueError):
     A ``ValueError`` like ``McpConfigError``: a setting to fix, said in one line."""
 
 
+class ModelTimeoutError(TimeoutError):
+    """The model sent nothing for ``AGENT_MODEL_TIMEOUT_S``: before its first chunk, or between two."""
+
+    def __init__(self, model: str, timeout_s: float, received: int) -> None:
+        when = f"after chunk {received}" if received else "before its first chunk"
+        super().__init__(f"model {model!r} sent nothing for {timeout_s:g} s {when} (AGENT_MODEL_TIMEOUT_S)")
+
+
 def chat_model(settings: Settings, model: str | None = None) -> BaseChatModel:
     """The chat model ``model`` (default: ``settings.model``, i.e. ``AGENT_MODEL``) names."""
     spec = settings.model if model is None else model
@@ -45,6 +58,14 @@ def chat_model(settings: Settings, model: str | None = None) -> BaseChatModel:
 
     log.warning(OFFLINE_NOTICE)
     return OfflineChatModel()
+
+
+def model_name(model: BaseChatModel) -> str:
+    """The model's name as its provider knows it (``gpt-4o-mini``), else its LangChain type."""
+    for attribute in ("model_name", "model"):
+        if isinstance(name := getattr(model, attribute, None), str) and name:
+            return name
+    return model._llm_type
 
 
 def resolve_model(model: BaseChatModel | str | None, settings: Settings) -> BaseChatModel:
@@ -94,6 +115,7 @@ def provider_model(provider: str, name: str, label: str) -> BaseChatModel:
 
 def openai_model(settings: Settings, name: str) -> BaseChatModel:
     """``ChatOpenAI`` for model ``name`` on the configured key and base URL, streaming tokens and usage."""
+    import httpx
     from langchain_openai import ChatOpenAI
 
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
@@ -103,4 +125,6 @@ def openai_model(settings: Settings, name: str) -> BaseChatModel:
         base_url=settings.openai_base_url,
         streaming=True,
         stream_usage=True,
+        timeout=httpx.Timeout(None, connect=settings.model_timeout_s),
+        stream_chunk_timeout=None,
     )

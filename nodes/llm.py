@@ -5,12 +5,18 @@ the model makes it; the chunks are merged once at the end into the message that 
 Any LangChain chat model works: one that does not stream yields a single whole ``AIMessage``,
 one may send whole ``tool_calls`` rather than ``tool_call_chunks``, and one that cannot bind
 tools (``NotImplementedError``) is called without them; the merge takes all of these.
-It also keeps two promises the graph relies on:
+It also keeps the promises the graph relies on:
 
 - a turn stops after ``max_steps`` model calls with a plain answer saying so, instead of
   raising ``GraphRecursionError``;
 - a tool call whose arguments the model garbled (``invalid_tool_calls``) gets an error
-  ``ToolMessage`` at once, so the history stays valid and the model can try again.
+  ``ToolMessage`` at once, so the history stays valid and the model can try again;
+- each tool call has an id of its own in the thread (``with_unique_call_ids``), so every call
+  runs and keeps its result even when the model repeats an id;
+- a model silent for ``timeout_s`` (``AGENT_MODEL_TIMEOUT_S``: to its first chunk, or between
+  two) ends the run with ``ModelTimeoutError``; a stop ends the stream at the next chunk even
+  when the model's own code swallowed the cancellation, and a fast model does not hold the
+  event loop (``stream_within``).
 
 The history is checked against its rule (``agent_ng.nodes.history``) first: a thread broken by an older
 version or by hand is repaired with explicit "not completed" results, and the repaired history
@@ -22,8 +28,11 @@ budget); the stored history is not cut.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
@@ -41,13 +50,17 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
-from agent_ng.nodes.history import repair, violations
+from agent_ng.models.chat import ModelTimeoutError, model_name
+from agent_ng.nodes.history import calls_of, repair, violations
 from agent_ng.nodes.memory import Memory, Recall
 from agent_ng.nodes.state import AgentState
 
 log = logging.getLogger("agent_ng")
 
 STEP_LIMIT_REASON = "max_steps"
+FAIR_TURN_S = 0.005
+"""Longest the model's stream holds the event loop before it lets other work run."""
+SILENCE_SLACK = 0.01
 
 
 def make_llm_node(
@@ -55,12 +68,14 @@ def make_llm_node(
     tools: Sequence[BaseTool],
     *,
     max_steps: int,
+    timeout_s: float,
     system_prompt: str | None = None,
     memory: Memory | None = None,
 ):
     """The ``llm`` node: one model call per step, streamed, its answer stored whole."""
     bound = with_tools(model, tools)
     system = [SystemMessage(system_prompt)] if system_prompt else []
+    name = model_name(model)
 
     async def llm(state: AgentState, config: RunnableConfig) -> dict[str, list[AnyMessage]]:
         messages, repaired = valid_history(state["messages"])
@@ -68,11 +83,48 @@ def make_llm_node(
             return {"messages": [*repaired, step_limit_answer(max_steps)]}
         state = {**state, "messages": messages}
         recall = await memory(system, state) if memory else Recall([*system, *messages])
-        chunks = [chunk async for chunk in bound.astream(recall.messages, config)]
-        answer = merge(chunks)
+        chunks = await stream_within(bound.astream(recall.messages, config), timeout_s, name)
+        answer = with_unique_call_ids(merge(chunks), messages)
         return {"messages": [*repaired, answer, *invalid_call_errors(answer)], **recall.update}
 
     return llm
+
+
+async def stream_within(chunks: AsyncIterator[AIMessage], timeout_s: float, model: str) -> list[AIMessage]:
+    """Every chunk of a model's stream, each within ``timeout_s`` of the one before (of the
+    call, for the first); a stop ends it at the next chunk, whatever the model's code did.
+
+    The check of ``cancelling()`` is for the model that swallows a cancellation: on Python 3.11
+    ``asyncio.wait_for``, which langchain-openai wraps each chunk in, returns a chunk that is
+    ready instead of raising, so a fast model would stream its whole answer after a stop. The
+    loop gets a turn at least every ``FAIR_TURN_S``: chunks already read come without one, and a
+    model sending flat out held it ~200 ms at a time; a paced model, whose every chunk waits for
+    the network anyway, pays nothing for it. The deadline moves at most every ``SILENCE_SLACK``
+    of the timeout (a timer moved per chunk cost 6 µs a token), so a silence ends the stream
+    between 99% and 100% of ``timeout_s`` after the last chunk."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    received: list[AIMessage] = []
+    silence = asyncio.timeout(timeout_s)
+    armed = turn = loop.time()
+    try:
+        async with silence, aclosing(chunks):
+            async for chunk in chunks:
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError
+                received.append(chunk)
+                now = loop.time()
+                if now - armed > timeout_s * SILENCE_SLACK:
+                    silence.reschedule(now + timeout_s)
+                    armed = now
+                if now - turn > FAIR_TURN_S:
+                    await asyncio.sleep(0)
+                    turn = loop.time()
+    except TimeoutError as e:
+        if not silence.expired():
+            raise
+        raise ModelTimeoutError(model, timeout_s, len(received)) from e
+    return received
 
 
 def with_tools(model: BaseChatModel, tools: Sequence[BaseTool]) -> Runnable:
@@ -118,6 +170,23 @@ def merge(chunks: Sequence[AIMessage]) -> AIMessage:
     if not all(isinstance(c, AIMessageChunk) and (c.tool_call_chunks or not c.tool_calls) for c in chunks):
         chunks = [as_chunk(c) for c in chunks]
     return message_chunk_to_message(add_ai_message_chunks(*chunks))
+
+
+def with_unique_call_ids(answer: AIMessage, history: Sequence[AnyMessage]) -> AIMessage:
+    """``answer`` with a new id for each tool call whose id is missing, repeated in the answer, or
+    used by an earlier call of the thread: some providers and local servers repeat ids (two
+    calls of one answer, or ``call_0`` every turn), and a result finds its call by id alone."""
+    taken = {call.get("id") for message in history for call in calls_of(message)}
+    fixed: dict[str, list] = {"tool_calls": [], "invalid_tool_calls": []}
+    for kind, calls in fixed.items():
+        for call in getattr(answer, kind):
+            if not call.get("id") or call["id"] in taken:
+                call = {**call, "id": f"call_{uuid.uuid4().hex[:24]}"}
+            taken.add(call["id"])
+            calls.append(call)
+    if fixed == {"tool_calls": answer.tool_calls, "invalid_tool_calls": answer.invalid_tool_calls}:
+        return answer
+    return answer.model_copy(update=fixed)
 
 
 def as_chunk(message: AIMessage) -> AIMessageChunk:

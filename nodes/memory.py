@@ -20,6 +20,7 @@ state (``summary``, ``summary_through``) and sent inside the system message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from langchain_core.messages import (
 from langchain_core.messages.utils import count_tokens_approximately
 from langgraph.constants import TAG_NOSTREAM
 
+from agent_ng.models.chat import ModelTimeoutError, model_name
 from agent_ng.nodes.state import AgentState
 
 log = logging.getLogger("agent_ng")
@@ -67,9 +69,11 @@ def make_memory(
     *,
     max_tokens: int,
     summarize: bool = False,
+    timeout_s: float | None = None,
     token_counter: TokenCounter | None = None,
 ) -> Memory:
-    """Trim to ``max_tokens`` (0: send everything) and optionally summarise what is dropped."""
+    """Trim to ``max_tokens`` (0: send everything) and optionally summarise what is dropped,
+    the summary call bounded by ``timeout_s`` (``ModelTimeoutError``), as the answer's is."""
     counters = [token_counter] if token_counter else []
 
     async def recall(system: list[SystemMessage], state: AgentState) -> Recall:
@@ -88,7 +92,11 @@ def make_memory(
         if summarize:
             fresh = newly_dropped(history, kept, state.get("summary_through"))
             if fresh:
-                summary = await summarize_messages(model, summary, fresh)
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        summary = await summarize_messages(model, summary, fresh)
+                except TimeoutError as e:
+                    raise ModelTimeoutError(model_name(model), timeout_s or 0, 0) from e
                 update = {"summary": summary, "summary_through": fresh[-1].id}
         return Recall([*with_summary(system, summary), *kept], update)
 

@@ -16,7 +16,11 @@ test can check both what the model "said" and what the agent sent.
     script.requests  # the request bodies, in order
 
 A reply can stall mid-stream until the test sets a ``threading.Event``, so a test can see
-the first tokens arrive before the reply is complete without racing a sleep.
+the first tokens arrive before the reply is complete without racing a sleep; with ``silent``
+it sends nothing at all, not even the response headers, as a server that accepts the
+connection and never answers. A long ``text`` streams as many chunks as it has words, as fast
+as the connection takes them; ``ids`` sends the tool calls under the ids a test chooses
+(repeated ones, say).
 """
 
 from __future__ import annotations
@@ -59,19 +63,26 @@ class Reply:
 
     With ``release`` set, a streamed reply sends its first ``hold_after`` chunks and then
     waits until the event is set before sending the rest (at most all of them, holding back
-    only ``[DONE]``); a non-streamed reply waits before answering at all.
+    only ``[DONE]``); a non-streamed reply waits before answering at all, and so does any
+    reply that is ``silent``. ``ids``, one per tool call, replace the default call ids.
     """
 
     text: str = ""
     tool_calls: Sequence[ToolCall] = ()
     hold_after: int = 0
     release: threading.Event | None = None
+    silent: bool = False
+    ids: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if bool(self.text) == bool(self.tool_calls):
             raise ValueError("a Reply has either text or tool_calls (exactly one of them)")
         if self.hold_after < 0:
             raise ValueError(f"hold_after must be >= 0, got {self.hold_after}")
+        if self.silent and self.release is None:
+            raise ValueError("a silent Reply needs the release that ends its silence")
+        if self.ids and len(self.ids) != len(self.tool_calls):
+            raise ValueError(f"{len(self.ids)} ids for {len(self.tool_calls)} tool calls")
 
 
 @dataclass(eq=False)
@@ -118,31 +129,31 @@ def argument_fragments(arguments: str) -> list[str]:
     return [arguments[a:b] for a, b in itertools.pairwise(bounds) if a < b]
 
 
-def tool_call_id(request_number: int, index: int) -> str:
-    """Deterministic ids, so a failing test names the same call on every run."""
-    return f"call_{request_number}_{index}"
+def tool_call_id(reply: Reply, request_number: int, index: int) -> str:
+    """The reply's own ids, else deterministic ones, so a failing test names the same call on every run."""
+    return reply.ids[index] if reply.ids else f"call_{request_number}_{index}"
 
 
 def text_deltas(text: str) -> list[dict[str, Any]]:
     return [{"content": piece} for piece in text_pieces(text)]
 
 
-def tool_call_deltas(calls: Sequence[ToolCall], request_number: int) -> list[dict[str, Any]]:
+def tool_call_deltas(reply: Reply, request_number: int) -> list[dict[str, Any]]:
     """A header delta per call, then the calls' argument fragments interleaved round-robin."""
     headers = [
         {
             "tool_calls": [
                 {
                     "index": index,
-                    "id": tool_call_id(request_number, index),
+                    "id": tool_call_id(reply, request_number, index),
                     "type": "function",
                     "function": {"name": name, "arguments": ""},
                 }
             ]
         }
-        for index, (name, _) in enumerate(calls)
+        for index, (name, _) in enumerate(reply.tool_calls)
     ]
-    fragments = [argument_fragments(json.dumps(arguments)) for _, arguments in calls]
+    fragments = [argument_fragments(json.dumps(arguments)) for _, arguments in reply.tool_calls]
     interleaved = [
         {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}
         for round_ in itertools.zip_longest(*fragments)
@@ -157,7 +168,7 @@ def reply_deltas(reply: Reply, request_number: int) -> list[dict[str, Any]]:
     if reply.text:
         deltas = text_deltas(reply.text)
     else:
-        deltas = tool_call_deltas(reply.tool_calls, request_number)
+        deltas = tool_call_deltas(reply, request_number)
     first, *rest = deltas
     return [{"role": "assistant", "content": None, **first}, *rest]
 
@@ -211,7 +222,7 @@ def completion(reply: Reply, request_number: int, body: dict[str, Any]) -> dict[
     if reply.tool_calls:
         message["tool_calls"] = [
             {
-                "id": tool_call_id(request_number, index),
+                "id": tool_call_id(reply, request_number, index),
                 "type": "function",
                 "function": {"name": name, "arguments": json.dumps(arguments)},
             }
@@ -264,13 +275,14 @@ def create_app(script: ScriptedOpenAI) -> FastAPI:
         request_number, reply = script.take(body)
         if reply is None:
             return script_exhausted(request_number)
+        if reply.silent or not body.get("stream"):
+            await wait_for_release(reply)
         if body.get("stream"):
             return StreamingResponse(
                 sse_events(reply, request_number, body),
                 media_type="text/event-stream",
                 headers=_NO_KEEP_ALIVE,
             )
-        await wait_for_release(reply)
         return JSONResponse(completion(reply, request_number, body), headers=_NO_KEEP_ALIVE)
 
     return app
