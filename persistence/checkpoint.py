@@ -13,6 +13,8 @@ thread next to a SQLite database, a PostgreSQL advisory lock per thread on one e
 (``lock_url``: a direct URL when ``url`` goes through a transaction pooler such as PgBouncer).
 Each SQLite or PostgreSQL saver also prunes old checkpoints in the background
 (``agent_ng.persistence.retention``; ``retention`` defaults to the settings' ``AGENT_RETENTION_*``).
+A PostgreSQL database that is unreachable or does not answer fails each operation within
+``timeout_s`` (``AGENT_CHECKPOINT_TIMEOUT_S``) with ``CheckpointUnavailableError``.
 """
 
 from __future__ import annotations
@@ -53,16 +55,18 @@ async def open_checkpointer(
     pool_size: int = 10,
     retention: Retention | None = None,
     lock_url: str | None = None,
+    timeout_s: float | None = None,
 ) -> AsyncIterator[BaseCheckpointSaver]:
     """The saver ``url`` names, its tables set up, with the thread locks and background pruning of its kind."""
     scheme, _, rest = url.partition("://")
     if scheme == "memory":
         yield InMemorySaver()
         return
-    if retention is None or lock_url is None:
+    if retention is None or lock_url is None or timeout_s is None:
         settings = Settings()
         retention = retention or Retention.from_settings(settings)
         lock_url = lock_url if lock_url is not None else settings.checkpoint_lock_url
+        timeout_s = timeout_s or settings.checkpoint_timeout_s
     if scheme == "sqlite":
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -78,7 +82,10 @@ async def open_checkpointer(
             async with retain(saver, retention):
                 yield saver
     elif scheme in ("postgresql", "postgres"):
-        async with postgres_saver(url, pool_size, lock_url or url) as saver, retain(saver, retention):
+        async with (
+            postgres_saver(url, pool_size, lock_url or url, timeout_s) as saver,
+            retain(saver, retention),
+        ):
             yield saver
     else:
         raise ValueError(
@@ -88,29 +95,39 @@ async def open_checkpointer(
 
 
 @asynccontextmanager
-async def postgres_saver(url: str, pool_size: int, lock_url: str) -> AsyncIterator[BaseCheckpointSaver]:
+async def postgres_saver(
+    url: str, pool_size: int, lock_url: str, timeout_s: float
+) -> AsyncIterator[BaseCheckpointSaver]:
     """An ``AsyncPostgresSaver`` on a connection pool, set up once, with advisory thread locks.
 
     No prepared statements (``prepare_threshold=None``): a transaction pooler hands each
     transaction to any server connection, where a statement prepared on another does not exist.
-    A lost connection costs one retried operation (``agent_ng.persistence.pg_reconnect``). The thread locks
-    need a session, so they go to ``lock_url``.
+    A lost connection costs one retried operation, and each operation at most ``timeout_s``
+    (``agent_ng.persistence.pg_reconnect``); connecting and waiting for a pool connection are
+    bounded by it too. The thread locks need a session, so they go to ``lock_url``.
     """
     try:
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
 
-        from agent_ng.persistence.pg_reconnect import ReconnectingPostgresSaver
+        from agent_ng.persistence.pg_reconnect import ReconnectingPostgresSaver, connect_timeout
     except ImportError as e:
         raise RuntimeError(
             "a postgresql:// checkpoint URL needs the postgres extra: "
             "pip install 'agent-ng[postgres]'"
         ) from e
 
-    connection = {"autocommit": True, "prepare_threshold": None, "row_factory": dict_row}
-    async with AsyncConnectionPool(url, min_size=1, max_size=pool_size, kwargs=connection, open=False) as pool:
-        saver = ReconnectingPostgresSaver(pool)
-        locks = PostgresThreadLocks(lock_url)
+    connection = {
+        "autocommit": True,
+        "prepare_threshold": None,
+        "row_factory": dict_row,
+        "connect_timeout": connect_timeout(timeout_s),
+    }
+    async with AsyncConnectionPool(
+        url, min_size=1, max_size=pool_size, kwargs=connection, open=False, timeout=timeout_s
+    ) as pool:
+        saver = ReconnectingPostgresSaver(pool, timeout_s=timeout_s)
+        locks = PostgresThreadLocks(lock_url, timeout_s)
         try:
             await set_up(saver, await locks.session())
             attach(saver, locks)

@@ -1,4 +1,4 @@
-"""A PostgreSQL checkpointer that survives a lost connection with one retry.
+"""A PostgreSQL checkpointer that survives a lost connection with one retry, and fails fast.
 
 Behind PgBouncer (or across a database failover) every connection in the pool can break at
 once: a pooler restart closes them all. ``ReconnectingPostgresSaver`` turns that into at most one
@@ -6,18 +6,27 @@ retried operation: when an operation fails because its connection is gone, it ha
 its idle connections (``AsyncConnectionPool.check``: broken ones are replaced) and runs the
 operation once more. Every retried operation is idempotent: ``aput`` and ``aput_writes`` are
 upserts, the others read, so a write that reached the database before the connection dropped is
-written again unchanged and no checkpoint is lost. Any other error, or a second failure, is
-raised as before.
+written again unchanged and no checkpoint is lost. Any other error is raised as before.
+
+A database that cannot be reached, or does not answer (a dropped network keeps a query waiting
+for ever), costs at most ``timeout_s`` per operation, retry included (``within``): the operation
+then raises ``CheckpointUnavailableError``, one line naming the database, and the next one tries
+again, so the service recovers as soon as the database is back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import psycopg
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg.conninfo import conninfo_to_dict
+
+from agent_ng.persistence.unavailable import CheckpointUnavailableError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,11 +42,59 @@ def connection_lost(error: BaseException) -> bool:
     return error.sqlstate is None or error.sqlstate.startswith(CONNECTION_LOST)
 
 
+def database_named(url: str) -> str:
+    """How errors name the database at ``url`` (its address, never its credentials)."""
+    info = conninfo_to_dict(url)
+    return f"the checkpoint database (PostgreSQL at {info.get('host', 'localhost')}:{info.get('port', 5432)})"
+
+
+def connect_timeout(timeout_s: float) -> int:
+    """libpq's ``connect_timeout``: whole seconds, at least 2 (it treats less as 2)."""
+    return max(2, math.ceil(timeout_s))
+
+
+async def within(timeout_s: float, operation: Callable[[], Awaitable[T]], database: str) -> T:
+    """``operation``'s result, or ``CheckpointUnavailableError`` once ``timeout_s`` have passed.
+
+    The error comes at once; the operation is cancelled and left to finish behind: psycopg
+    then cancels the query and drops the connection, which takes seconds more against a
+    database that does not answer.
+    """
+    task = asyncio.ensure_future(operation())
+    task.add_done_callback(_retrieved)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        raise CheckpointUnavailableError(f"{database} did not answer within {timeout_s:g} s")
+    return task.result()
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def unreachable(database: str, error: BaseException) -> CheckpointUnavailableError:
+    """A connection failure as the one-line error that names the database."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return CheckpointUnavailableError(f"{database} is unreachable: {reason}")
+
+
 class ReconnectingPostgresSaver(AsyncPostgresSaver):
-    """``AsyncPostgresSaver`` that runs an operation once more after a lost connection."""
+    """``AsyncPostgresSaver`` that runs an operation once more after a lost connection, each
+    operation bounded by ``timeout_s``."""
 
     retried: int = 0
     """Operations this saver ran a second time after a lost connection."""
+
+    def __init__(self, conn: Any, *, timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(conn, **kwargs)
+        self.timeout_s = timeout_s
+        self.database = database_named(conn.conninfo)
 
     async def _recover(self, error: BaseException) -> None:
         self.retried += 1
@@ -45,13 +102,27 @@ class ReconnectingPostgresSaver(AsyncPostgresSaver):
         await self.conn.check()
 
     async def _once_more(self, operation: Callable[[], Awaitable[T]]) -> T:
-        try:
-            return await operation()
-        except psycopg.OperationalError as e:
-            if not connection_lost(e):
+        """``operation``, retried once after a lost connection, all within ``timeout_s``."""
+
+        async def retried() -> T:
+            try:
+                return await operation()
+            except psycopg.OperationalError as e:
+                if not connection_lost(e):
+                    raise
+                await self._recover(e)
+            try:
+                return await operation()
+            except psycopg.OperationalError as e:
+                if connection_lost(e):
+                    raise unreachable(self.database, e) from e
                 raise
-            await self._recover(e)
-        return await operation()
+
+        return await within(self.timeout_s, retried, self.database)
+
+    async def guarded(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """One's own database operation on this saver's pool, retried and bounded as its own are."""
+        return await self._once_more(operation)
 
     async def aget_tuple(self, config: Any) -> Any:
         return await self._once_more(lambda: super(ReconnectingPostgresSaver, self).aget_tuple(config))
@@ -70,16 +141,13 @@ class ReconnectingPostgresSaver(AsyncPostgresSaver):
         await self._once_more(lambda: super(ReconnectingPostgresSaver, self).adelete_thread(thread_id))
 
     async def alist(self, config: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        """Retried only when nothing was yielded yet (the rows are fetched before the first)."""
-        started = False
-        try:
-            async for item in super().alist(config, **kwargs):
-                started = True
-                yield item
-            return
-        except psycopg.OperationalError as e:
-            if started or not connection_lost(e):
-                raise
-            await self._recover(e)
-        async for item in super().alist(config, **kwargs):
+        """Read whole before the first is yielded (the rows are all fetched first anyway), so
+        the deadline and the retry cover the read."""
+        listed = super().alist
+        for item in await self._once_more(lambda: collected(listed(config, **kwargs))):
             yield item
+
+
+async def collected(items: AsyncIterator[T]) -> list[T]:
+    """Every item, read in one awaitable (one that ``within`` can bound)."""
+    return [item async for item in items]

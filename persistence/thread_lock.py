@@ -23,15 +23,18 @@ import asyncio
 import fcntl
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from agent_ng.persistence.unavailable import CheckpointUnavailableError
+
 ADVISORY_LOCK_PREFIX = "agent-ng thread:"
+T = TypeVar("T")
 
 
 class ThreadBusyError(RuntimeError):
@@ -107,11 +110,15 @@ class PostgresThreadLocks(ThreadLocks):
 
     If that session is lost, PostgreSQL has released its locks; the next lock opens a new one
     (runs holding a lock then are no longer protected from other replicas until they end).
+    Each statement has ``timeout_s`` (``agent_ng.persistence.pg_reconnect.within``): a lock that
+    cannot be taken in time raises ``CheckpointUnavailableError``; a release that cannot be
+    made (in time) drops the session, which releases its locks as PostgreSQL notices.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout_s: float) -> None:
         super().__init__()
         self.url = url
+        self.timeout_s = timeout_s
         self._conn: Any = None
         self._connecting = asyncio.Lock()
         self._held: dict[str, Any] = {}
@@ -120,38 +127,72 @@ class PostgresThreadLocks(ThreadLocks):
         """The live session (``psycopg.AsyncConnection``, autocommit), opened when needed."""
         from psycopg import AsyncConnection
 
+        from agent_ng.persistence.pg_reconnect import connect_timeout
+
         async with self._connecting:
             if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = await AsyncConnection.connect(self.url, autocommit=True)
+                self._conn = await AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=connect_timeout(self.timeout_s)
+                )
             return self._conn
 
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close()
 
+    async def _bounded(self, operation: Callable[[], Awaitable[T]]) -> T:
+        from agent_ng.persistence.pg_reconnect import database_named, within
+
+        return await within(self.timeout_s, operation, database_named(self.url))
+
     async def _acquire(self, thread_id: str) -> bool:
         from psycopg import OperationalError
 
+        from agent_ng.persistence.pg_reconnect import database_named, unreachable
+
         query = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
-        conn = await self.session()
-        try:
-            cur = await conn.execute(query, (ADVISORY_LOCK_PREFIX + thread_id,))
-        except OperationalError:
-            if not conn.broken:
-                raise
+
+        async def lock() -> tuple[Any, bool]:
             conn = await self.session()
-            cur = await conn.execute(query, (ADVISORY_LOCK_PREFIX + thread_id,))
-        row = await cur.fetchone()
-        if row[0]:
+            try:
+                cur = await conn.execute(query, (ADVISORY_LOCK_PREFIX + thread_id,))
+            except OperationalError:
+                if not conn.broken:
+                    raise
+                conn = await self.session()
+                cur = await conn.execute(query, (ADVISORY_LOCK_PREFIX + thread_id,))
+            return conn, bool((await cur.fetchone())[0])
+
+        try:
+            conn, locked = await self._bounded(lock)
+        except OperationalError as e:
+            raise unreachable(database_named(self.url), e) from e
+        except CheckpointUnavailableError:
+            self._drop(self._conn)
+            raise
+        if locked:
             self._held[thread_id] = conn
-        return bool(row[0])
+        return locked
 
     async def _release(self, thread_id: str) -> None:
+        from psycopg import OperationalError
+
+
         conn = self._held.pop(thread_id)
-        if not (conn.closed or conn.broken):
-            await conn.execute(
-                "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (ADVISORY_LOCK_PREFIX + thread_id,)
-            )
+        if conn.closed or conn.broken:
+            return
+        unlock = "SELECT pg_advisory_unlock(hashtextextended(%s, 0))"
+        try:
+            await self._bounded(lambda: conn.execute(unlock, (ADVISORY_LOCK_PREFIX + thread_id,)))
+        except (CheckpointUnavailableError, OperationalError):  # the lock goes with the session
+            self._drop(conn)
+
+    def _drop(self, conn: Any) -> None:
+        """Close a session that did not answer; the next lock opens a new one."""
+        if conn is not None:
+            conn.pgconn.finish()
+        if conn is self._conn:
+            self._conn = None
 
 
 _locks: WeakKeyDictionary[BaseCheckpointSaver, ThreadLocks] = WeakKeyDictionary()

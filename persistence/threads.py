@@ -121,8 +121,12 @@ async def thread_ids(saver: BaseCheckpointSaver, limit: int | None = None) -> li
     elif "AsyncPostgresSaver" in kinds:
         from langgraph.checkpoint.postgres import _ainternal
 
-        async with _ainternal.get_connection(saver.conn) as conn:
-            rows = await (await conn.execute(THREADS_SQL)).fetchall()
+        async def fetch() -> list[Any]:
+            async with _ainternal.get_connection(saver.conn) as conn:
+                return await (await conn.execute(THREADS_SQL)).fetchall()
+
+        guarded = getattr(saver, "guarded", None)  # ReconnectingPostgresSaver's retry and deadline
+        rows = await (guarded(fetch) if guarded else fetch())
         ids = [row["thread_id"] for row in rows]
     else:
         ids = list(dict.fromkeys([t.config["configurable"]["thread_id"] async for t in saver.alist(None)]))

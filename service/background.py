@@ -5,7 +5,9 @@ asked for it: the client reads them back from the log (``agent_ng.service.event_
 client that joins later or reconnects. A run is cancelled by ``cancel`` (the cancel route, or
 a streaming client that went away with ``on_disconnect="cancel"``), or by another replica's
 cancel route through the log (``listen``); it then settles as any stop does
-(``agent_ng.service.runner``) and its log ends with ``run_end`` status ``cancelled``.
+(``agent_ng.service.runner``) and its log ends with ``run_end`` status ``cancelled``. A run
+whose log fails (Redis gone) is stopped and settled the same way, and ends ``error`` in the log
+if the log takes it; its readers end their streams with that ``run_end`` either way.
 """
 
 from __future__ import annotations
@@ -86,17 +88,37 @@ class BackgroundRuns:
         self, run_id: str, thread_id: str, question: str, config: dict[str, Any]
     ) -> None:
         last: AgentEvent | None = None
+        logged = True
         try:
             async with aclosing(self.runner.events(thread_id, question, config)) as events:
                 async for last in events:
+                    logged = False
                     await self.events.append(run_id, last.to_dict())
+                    logged = True
         except asyncio.CancelledError:
+            if last is not None and not logged:  # stopped mid-append: the thread keeps it, so must the log
+                await self._append(run_id, thread_id, last)
             if last is not None and last.type == EventType.RUN_END:
                 return
-            end = AgentEvent(
-                EventType.RUN_END, run_id, thread_id, last.t if last else 0.0, status="cancelled"
-            )
-            await self.events.append(run_id, end.to_dict())
+            await self._end(run_id, thread_id, last, status="cancelled")
             log.info("run %s on thread %s cancelled", run_id, thread_id)
-        except Exception:  # the log failed (Redis gone): the run was stopped and settled
+        except Exception as e:  # the log failed (Redis gone): the run was stopped and settled
             log.exception("run %s on thread %s stopped: its event log failed", run_id, thread_id)
+            await self._end(run_id, thread_id, last, status="error", error=one_line(e))
+
+    async def _end(self, run_id: str, thread_id: str, last: AgentEvent | None, **fields: Any) -> None:
+        """Close the run's log with a ``run_end``; when the log cannot take it either, its
+        readers end their streams themselves (``agent_ng.service.runs.sse_events``)."""
+        end = AgentEvent(EventType.RUN_END, run_id, thread_id, last.t if last else 0.0, **fields)
+        await self._append(run_id, thread_id, end)
+
+    async def _append(self, run_id: str, thread_id: str, event: AgentEvent) -> None:
+        try:
+            await self.events.append(run_id, event.to_dict())
+        except Exception as e:
+            log.warning("run %s on thread %s: its %s was not logged: %s", run_id, thread_id, event.type, e)
+
+
+def one_line(error: BaseException) -> str:
+    """``error`` as the one line a ``run_end`` carries."""
+    return " ".join(f"{type(error).__name__}: {error}".split())

@@ -4,31 +4,53 @@ A run writes every ``AgentEvent`` (as its JSON data) to the log; readers replay 
 its start or from a cursor, then follow it live until ``run_end``. A reader's SSE ``id`` is
 ``<run_id>:<cursor>``, so ``Last-Event-ID`` alone says which run and where.
 
-- ``MemoryEventLog`` (default): in this process; a run's events are capped at ``max_events``
-  and a finished run is dropped ``retention_s`` after its end.
+- ``MemoryEventLog`` (default): in this process; a run's events are capped at ``max_events``,
+  all runs' together at ``max_bytes`` (oldest finished runs dropped first), and a finished run
+  is dropped ``retention_s`` after its end.
 - ``RedisEventLog`` (``AGENT_REDIS_URL``): a Redis stream per run (``XADD ... MAXLEN ~``, a key
   TTL, ``XREAD BLOCK`` for the live tail), so any replica can serve the reconnect; a cancel
   asked of one replica reaches the replica running the run by pub/sub.
+
+Both keep an event as its JSON text (``event_json``, which encodes any event), and a reader
+whose cursor is at or past the run's ``run_end`` gets nothing and is done at once. A log that
+cannot be reached raises ``EventLogUnavailableError``, one line naming it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from agent_ng.contract import EventType
 
+if TYPE_CHECKING:
+    from agent_ng.service.settings import ServiceSettings
+
 Entry = tuple[str, dict[str, Any]]
 """``(cursor, event data)``."""
 
 END = EventType.RUN_END.value
+
+REDIS_CONNECT_TIMEOUT_S = 5.0
+"""How long opening a connection to Redis may take before the log counts as unreachable."""
+LISTEN_RETRY_S = 0.1
+LISTEN_RETRY_MAX_S = 5.0
+"""The wait before the cancel listener tries Redis again, doubling from ``LISTEN_RETRY_S``."""
+
+log = logging.getLogger("agent_ng.service")
+
+
+class EventLogUnavailableError(RuntimeError):
+    """The event log's store (Redis) cannot be reached; the message is one line naming it."""
 
 
 class EventLog(Protocol):
@@ -59,8 +81,25 @@ class EventLog(Protocol):
 
 
 def event_json(data: dict[str, Any]) -> str:
-    """One event's data as JSON text (orjson: a tenth of ``json.dumps``'s time per token)."""
-    return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    """One event's data as JSON text (orjson: a tenth of ``json.dumps``'s time per token).
+
+    Any event is encoded, so no stream ends for want of it: text a tool or a model made with
+    lone surrogates (which UTF-8 cannot carry) has each one replaced by U+FFFD, and a value
+    that is not JSON is written as its ``str`` (or its type, when even that fails).
+    """
+    try:
+        return orjson.dumps(data, default=printable, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson's error for a string that is not valid UTF-8
+        text = json.dumps(data, default=printable, ensure_ascii=False)
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def printable(value: Any) -> str:
+    """A value JSON has no type for, as text: its ``str``, or its type's name if that fails."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 def event_id(run_id: str, cursor: str) -> str:
@@ -83,34 +122,64 @@ async def no_requests() -> AsyncIterator[str]:
 @dataclass
 class _RunEvents:
     thread_id: str
-    events: deque[tuple[int, dict[str, Any]]]
+    events: deque[tuple[int, str]]
+    """``(seq, event JSON)``, oldest first."""
+    bytes: int = 0
     next_seq: int = 1
     ended_at: float | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def add(self, text: str, max_events: int) -> int:
+        """Append an event (dropping the oldest past ``max_events``); the bytes this added."""
+        dropped = self.drop_oldest() if len(self.events) >= max_events else 0
+        self.events.append((self.next_seq, text))
+        self.next_seq += 1
+        self.bytes += len(text)
+        self.changed.set()
+        self.changed = asyncio.Event()
+        return len(text) - dropped
+
+    def drop_oldest(self) -> int:
+        """Drop the oldest event; the bytes it held."""
+        _, text = self.events.popleft()
+        self.bytes -= len(text)
+        return len(text)
+
+    def done_after(self, seq: int) -> bool:
+        """Whether nothing can follow ``seq``: the run has ended and ``seq`` is at its end."""
+        return self.ended_at is not None and seq >= self.next_seq - 1
+
 
 @dataclass
 class MemoryEventLog:
-    """The event log in this process, for one replica: a bounded deque per run."""
+    """The event log in this process, for one replica, bounded per run and across runs.
+
+    Past ``max_bytes`` (the events' JSON text, all runs together) the finished runs go first,
+    oldest end first. A running run is never dropped: when the running runs alone hold more,
+    the one holding most loses its oldest events, as it would past ``max_events`` (its live
+    readers miss nothing; a join from its start begins later).
+    """
 
     max_events: int = 10_000
     retention_s: float = 600.0
+    max_bytes: int = 64_000_000
     _runs: dict[str, _RunEvents] = field(default_factory=dict)
+    _finished: dict[str, None] = field(default_factory=dict)
+    """The finished runs, in the order they ended."""
+    _bytes: int = 0
 
     async def open(self, run_id: str, thread_id: str) -> None:
         self._drop_expired()
-        self._runs[run_id] = _RunEvents(thread_id, deque(maxlen=self.max_events))
+        self._runs[run_id] = _RunEvents(thread_id, deque())
 
     async def append(self, run_id: str, data: dict[str, Any]) -> str:
         run = self._runs[run_id]
-        seq = run.next_seq
-        run.next_seq += 1
-        run.events.append((seq, data))
+        self._bytes += run.add(event_json(data), self.max_events)
         if data["type"] == END:
             run.ended_at = monotonic()
-        run.changed.set()
-        run.changed = asyncio.Event()
-        return str(seq)
+            self._finished[run_id] = None
+        self._bound(keep=run)
+        return str(run.next_seq - 1)
 
     async def thread_of(self, run_id: str) -> str | None:
         self._drop_expired()
@@ -122,15 +191,14 @@ class MemoryEventLog:
         if run is None:
             return
         last = int(after) if after and after.isdigit() else 0
-        while True:
+        while not run.done_after(last):
             changed = run.changed
             while run.events and last < run.events[-1][0]:
-                seq, data = run.events[max(0, last + 1 - run.events[0][0])]
+                seq, text = run.events[max(0, last + 1 - run.events[0][0])]
                 last = seq
-                yield str(seq), data
-                if data["type"] == END:
-                    return
-            await changed.wait()
+                yield str(seq), orjson.loads(text)
+            if not run.done_after(last):
+                await changed.wait()
 
     async def ended(self, run_id: str) -> bool:
         run = self._runs.get(run_id)
@@ -144,14 +212,29 @@ class MemoryEventLog:
 
     async def close(self) -> None:
         self._runs.clear()
+        self._finished.clear()
+        self._bytes = 0
+
+    def _drop(self, run_id: str) -> None:
+        self._bytes -= self._runs.pop(run_id).bytes
+        self._finished.pop(run_id, None)
 
     def _drop_expired(self) -> None:
         now = monotonic()
-        for run_id in [
-            r for r, run in self._runs.items()
-            if run.ended_at is not None and now - run.ended_at >= self.retention_s
-        ]:
-            del self._runs[run_id]
+        for run_id in list(self._finished):
+            if now - self._runs[run_id].ended_at < self.retention_s:
+                break
+            self._drop(run_id)
+
+    def _bound(self, keep: _RunEvents) -> None:
+        """Back under ``max_bytes``; the event just added to ``keep`` stays whatever its size."""
+        while self._bytes > self.max_bytes and self._finished:
+            self._drop(next(iter(self._finished)))
+        while self._bytes > self.max_bytes:
+            largest = max(self._runs.values(), key=lambda run: run.bytes)
+            if largest is keep and len(keep.events) == 1:
+                return
+            self._bytes -= largest.drop_oldest()
 
 
 @dataclass
@@ -168,8 +251,15 @@ class RedisEventLog:
 
     def __post_init__(self) -> None:
         from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-        self._redis = Redis.from_url(self.url, decode_responses=True)
+        self._redis = Redis.from_url(
+            self.url,
+            decode_responses=True,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 1),  # on a new connection: pooled ones die with the server
+        )
 
     def _events(self, run_id: str) -> str:
         return f"{self.prefix}run:{run_id}:events"
@@ -181,54 +271,96 @@ class RedisEventLog:
     def _ttl(self) -> int:
         return max(1, int(self.retention_s))
 
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Redis out of reach, as ``EventLogUnavailableError``."""
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        try:
+            yield
+        except (ConnectionError, TimeoutError) as e:
+            where = self._redis.get_connection_kwargs()
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise EventLogUnavailableError(
+                f"the run event log (Redis at {where.get('host')}:{where.get('port')}) "
+                f"is unreachable: {reason}"
+            ) from e
+
     async def open(self, run_id: str, thread_id: str) -> None:
-        await self._redis.set(self._thread(run_id), thread_id, ex=self._ttl)
+        with self._reaching():
+            await self._redis.set(self._thread(run_id), thread_id, ex=self._ttl)
 
     async def append(self, run_id: str, data: dict[str, Any]) -> str:
         key = self._events(run_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, {"event": event_json(data)},
-                      maxlen=self.max_events, approximate=True)
-            pipe.expire(key, self._ttl)
-            pipe.expire(self._thread(run_id), self._ttl)
-            cursor, *_ = await pipe.execute()
+        with self._reaching():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(key, {"event": event_json(data)},
+                          maxlen=self.max_events, approximate=True)
+                pipe.expire(key, self._ttl)
+                pipe.expire(self._thread(run_id), self._ttl)
+                cursor, *_ = await pipe.execute()
         return cursor
 
     async def thread_of(self, run_id: str) -> str | None:
-        return await self._redis.get(self._thread(run_id))
+        with self._reaching():
+            return await self._redis.get(self._thread(run_id))
 
     async def read(self, run_id: str, after: str | None = None) -> AsyncIterator[Entry]:
         key, cursor = self._events(run_id), after or "0-0"
+        with self._reaching():
+            if after is not None and await self._ended_by(run_id, after):
+                return
         while True:
-            got = await self._redis.xread({key: cursor}, block=self.block_ms, count=500)
-            if not got:
-                if not await self._redis.exists(self._thread(run_id)):
+            with self._reaching():
+                got = await self._redis.xread({key: cursor}, block=self.block_ms, count=500)
+                if not got and not await self._redis.exists(self._thread(run_id)):
                     return  # expired, or never started
-                continue
-            for cursor, fields in got[0][1]:
+            for cursor, fields in got[0][1] if got else ():
                 data = json.loads(fields["event"])
                 yield cursor, data
                 if data["type"] == END:
                     return
 
-    async def ended(self, run_id: str) -> bool:
+    async def _ended_by(self, run_id: str, cursor: str) -> bool:
+        """Whether the run's ``run_end`` is at or before ``cursor`` (nothing can follow it)."""
         last = await self._redis.xrevrange(self._events(run_id), count=1)
+        if not last or json.loads(last[0][1]["event"])["type"] != END:
+            return False
+        end, given = stream_id(last[0][0]), stream_id(cursor)
+        return given is not None and end <= given
+
+    async def ended(self, run_id: str) -> bool:
+        with self._reaching():
+            last = await self._redis.xrevrange(self._events(run_id), count=1)
         return bool(last) and json.loads(last[0][1]["event"])["type"] == END
 
     async def ask_cancel(self, run_id: str) -> None:
-        await self._redis.publish(self._cancels, run_id)
+        with self._reaching():
+            await self._redis.publish(self._cancels, run_id)
 
     async def cancel_requests(self) -> AsyncIterator[str]:
         pubsub = self._redis.pubsub()
-        await pubsub.subscribe(self._cancels)
+        with self._reaching():
+            await pubsub.subscribe(self._cancels)
         return self._messages(pubsub)
 
     @staticmethod
     async def _messages(pubsub: Any) -> AsyncIterator[str]:
+        """The cancel requests, across Redis outages: the subscription is renewed once Redis is back."""
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        delay_s = LISTEN_RETRY_S
         try:
-            async for message in pubsub.listen():
-                if message["type"] == "message":
-                    yield message["data"]
+            while True:
+                try:
+                    async for message in pubsub.listen():
+                        delay_s = LISTEN_RETRY_S
+                        if message["type"] == "message":
+                            yield message["data"]
+                except (ConnectionError, TimeoutError) as e:
+                    log.warning("cancel requests: Redis unreachable (%s); retrying in %.1f s", e, delay_s)
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, LISTEN_RETRY_MAX_S)
         finally:
             await pubsub.aclose()
 
@@ -238,3 +370,23 @@ class RedisEventLog:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def stream_id(value: str) -> tuple[int, int] | None:
+    """A Redis stream id (``<ms>-<seq>``, or ``<ms>``) as a comparable pair; ``None`` if not one."""
+    ms, _, seq = value.partition("-")
+    return (int(ms), int(seq or 0)) if ms.isdigit() and (not seq or seq.isdigit()) else None
+
+
+def event_log(settings: ServiceSettings) -> EventLog:
+    """The runs' event log: in Redis when ``AGENT_REDIS_URL`` is set (replicas share it), else in this process."""
+    if settings.redis_url:
+        return RedisEventLog(
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            max_events=settings.run_log_max_events,
+            retention_s=settings.run_log_retention_s,
+        )
+    return MemoryEventLog(
+        settings.run_log_max_events, settings.run_log_retention_s, settings.run_log_max_bytes
+    )

@@ -18,20 +18,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 from uuid import uuid4
 from weakref import WeakValueDictionary
 
-import anyio
 from langchain_core.messages import HumanMessage
 from langgraph.pregel import Pregel
 
 from agent_ng.contract import EventType
 from agent_ng.graph.events import AgentEvent, stream
 from agent_ng.persistence.threads import UnfinishedRunError, thread_status
+from agent_ng.persistence.unavailable import CheckpointUnavailableError
 from agent_ng.service.metrics import Metrics
 
 log = logging.getLogger("agent_ng.service")
@@ -74,18 +74,17 @@ class Runner:
     ) -> AsyncIterator[AgentEvent]:
         """Ask ``question`` on ``thread_id`` and yield the run's events, ``run_start`` to ``run_end``.
 
-        The graph runs in a task of its own that hands events over a queue, so stopping this
-        iterator (closed or cancelled) cancels the graph where it awaits, which is what makes
-        LangGraph cancel the running tools. A graph error ends the stream after its
-        ``run_end`` (status ``error``) and is logged, not raised into a response that has
-        already told the client.
+        Stopping this iterator (closed or cancelled) stops ``stream`` where it stands, which
+        cancels the running tools and stores exactly the events this iterator yielded. A graph
+        error ends the stream after its ``run_end`` (status ``error``) and is logged, not raised
+        into a response that has already told the client.
         """
         config = {**(run_config or {}), "configurable": {"thread_id": thread_id}}
         input = {"messages": [HumanMessage(question)]}
         async with self._turn(thread_id):
             try:
                 await self.ready(thread_id)
-            except UnfinishedRunError as e:  # the run ahead of this one left it waiting
+            except (UnfinishedRunError, CheckpointUnavailableError) as e:  # left waiting, or no database
                 run_id = str(config.get("run_id") or uuid4())
                 yield AgentEvent(EventType.RUN_START, run_id, thread_id, 0.0, input=question)
                 end = AgentEvent(EventType.RUN_END, run_id, thread_id, 0.0, status="error", error=str(e))
@@ -93,33 +92,20 @@ class Runner:
                 yield end
                 return
             started = perf_counter()
-            queue: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
-            run = asyncio.create_task(self._produce(stream(self.graph, input, config), queue))
-            first_content = True
+            first_content, finished = True, False
             self.metrics.runs_active.inc()
             try:
-                while (event := await queue.get()) is not None:
-                    self.metrics.observe(event, first_content=first_content)
-                    first_content = first_content and event.type != "content"
-                    yield event
-                await run
+                async with aclosing(stream(self.graph, input, config)) as events:
+                    async for event in events:
+                        self.metrics.observe(event, first_content=first_content)
+                        first_content = first_content and event.type != "content"
+                        yield event
+                finished = True
             except Exception:
+                finished = True
                 log.exception("run on thread %s failed", thread_id)
             finally:
                 self.metrics.runs_active.dec()
-                if not run.done():  # the consumer stopped first: the client went away
-                    run.cancel()
-                    with anyio.CancelScope(shield=True):
-                        await asyncio.wait([run])
+                if not finished:  # the consumer stopped first: the client went away
                     self.metrics.cancelled(perf_counter() - started)
                     log.info("run on thread %s cancelled: the client went away", thread_id)
-
-    @staticmethod
-    async def _produce(
-        events: AsyncIterator[AgentEvent], queue: asyncio.Queue[AgentEvent | None]
-    ) -> None:
-        try:
-            async for event in events:
-                queue.put_nowait(event)
-        finally:
-            queue.put_nowait(None)

@@ -18,20 +18,32 @@ Every run is a task writing to the event log (``agent_ng.service.background``); 
 so a reconnect gets exactly the events it missed. A streaming client that goes away cancels
 its run (``on_disconnect: "cancel"``, the default) or leaves it going (``"continue"``). An idle
 stream gets a keep-alive comment every ``AGENT_SSE_PING_S`` seconds. A question on a thread
-whose calls wait for approval gets 409 and changes nothing.
+whose calls wait for approval gets 409 and changes nothing. When a store the runs need (the
+checkpoint database, the Redis event log) cannot be reached, a route answers 503 with one line
+naming it, and a stream whose log fails ends with a ``run_end`` of status ``error`` saying so.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from agent_ng.service.background import BackgroundRuns
-from agent_ng.service.event_log import END, Entry, event_id, event_json, parse_event_id
-from agent_ng.service.inputs import RunRequest, ThreadId, check_question, invalid
+from agent_ng.contract import AgentEvent, EventType
+from agent_ng.service.background import BackgroundRuns, one_line
+from agent_ng.service.event_log import (
+    END,
+    Entry,
+    event_id,
+    event_json,
+    parse_event_id,
+)
+from agent_ng.service.inputs import RunId, RunRequest, ThreadId, check_question, invalid
+
+log = logging.getLogger("agent_ng.service")
 
 router = APIRouter()
 
@@ -60,7 +72,9 @@ async def stream_run(
             runs.cancel_soon(run_id)
 
     entries = runs.events.read(run_id, after)
-    return EventSourceResponse(sse_events(run_id, entries, on_lost=lost), ping=settings.sse_ping_s)
+    return EventSourceResponse(
+        sse_events(run_id, thread_id, entries, on_lost=lost), ping=settings.sse_ping_s
+    )
 
 
 @router.post("/threads/{thread_id}/runs", status_code=202, summary="Start a run in the background")
@@ -74,7 +88,7 @@ async def start_run(thread_id: ThreadId, body: RunRequest, request: Request) -> 
 @router.get("/threads/{thread_id}/runs/{run_id}/stream", summary="Join a run's event stream")
 async def join_run(
     thread_id: ThreadId,
-    run_id: str,
+    run_id: RunId,
     request: Request,
     last_event_id: str | None = Header(default=None),
 ) -> EventSourceResponse:
@@ -88,13 +102,13 @@ async def join_run(
     else:
         await known(runs, thread_id, run_id)
     return EventSourceResponse(
-        sse_events(run_id, runs.events.read(run_id, after)),
+        sse_events(run_id, thread_id, runs.events.read(run_id, after)),
         ping=request.app.state.settings.sse_ping_s,
     )
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel", summary="Cancel a run")
-async def cancel_run(thread_id: ThreadId, run_id: str, request: Request) -> JSONResponse:
+async def cancel_run(thread_id: ThreadId, run_id: RunId, request: Request) -> JSONResponse:
     """200 once a run of this replica has settled; 202 when another replica is asked to."""
     runs: BackgroundRuns = request.app.state.runs
     await known(runs, thread_id, run_id)
@@ -130,18 +144,31 @@ async def joined(runs: BackgroundRuns, thread_id: str, last_event_id: str) -> tu
 
 
 async def sse_events(
-    run_id: str, entries: AsyncIterator[Entry], on_lost: Callable[[], None] = lambda: None
+    run_id: str,
+    thread_id: str,
+    entries: AsyncIterator[Entry],
+    on_lost: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[ServerSentEvent]:
-    """The log's entries as SSE events; ``on_lost`` runs when the stream stops before ``run_end``."""
-    ended = False
+    """The log's entries as SSE events; ``on_lost`` runs when the stream stops before ``run_end``.
+
+    A log that fails mid-stream (Redis gone) still ends the stream with a ``run_end``, status
+    ``error``, saying why; it has no ``id`` (it is not in the log), so a reconnect asks for what
+    followed the last event received.
+    """
+    ended, t = False, 0.0
     try:
-        async for cursor, data in entries:
-            ended = data["type"] == END
-            yield ServerSentEvent(
-                data=event_json(data),
-                event=data["type"],
-                id=event_id(run_id, cursor),
-            )
+        try:
+            async for cursor, data in entries:
+                ended, t = data["type"] == END, data.get("t", t)
+                yield ServerSentEvent(
+                    data=event_json(data),
+                    event=data["type"],
+                    id=event_id(run_id, cursor),
+                )
+        except Exception as e:
+            log.warning("stream of run %s ended: its event log failed: %s", run_id, e)
+            end = AgentEvent(EventType.RUN_END, run_id, thread_id, t, status="error", error=one_line(e))
+            yield ServerSentEvent(data=event_json(end.to_dict()), event=END)
     finally:
         await entries.aclose()
         if not ended:

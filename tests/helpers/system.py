@@ -84,6 +84,11 @@ PARTS = {
         "apt-get install redis-server and start it on 127.0.0.1:6379 (or set AGENT_TEST_REDIS_URL)",
         lambda: _listening(REDIS_URL, 6379),
     ),
+    "redis-server": Part(
+        "redis-server (tests that stop Redis run their own)",
+        "apt-get install redis-server",
+        _executable("redis-server", "/usr/bin/redis-server"),
+    ),
     "chromium": Part("Chromium", "apt-get install chromium", _executable("chromium", "/usr/bin/chromium")),
     "pgbouncer": Part("PgBouncer", "apt-get install pgbouncer", _executable("pgbouncer", "/usr/sbin/pgbouncer")),
     "phoenix": Part(

@@ -1,0 +1,110 @@
+"""The in-process event log's bounds and end, and the one encoder every event goes through."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from agent_ng.service.event_log import MemoryEventLog, event_json, event_log
+from agent_ng.service.settings import ServiceSettings
+
+AT_ONCE_S = 1.0
+
+
+def content(n: int, size: int = 100) -> dict:
+    return {"type": "content", "n": n, "text": "x" * size}
+
+
+def end() -> dict:
+    return {"type": "run_end", "status": "done"}
+
+
+async def kept(log: MemoryEventLog, run_id: str) -> list:
+    """The ``n`` of each event the log still holds for a finished run."""
+    async with asyncio.timeout(AT_ONCE_S):
+        return [data.get("n") async for _, data in log.read(run_id)]
+
+
+async def test_past_max_bytes_the_oldest_finished_runs_go_first():
+    log = MemoryEventLog(max_bytes=2_500)
+    for run_id in ("old", "newer", "running"):
+        await log.open(run_id, "t1")
+        for n in range(5):
+            await log.append(run_id, content(n))
+        if run_id != "running":
+            await log.append(run_id, end())
+    await log.append("running", content(5, size=800))
+
+    assert await log.thread_of("old") is None, "dropped: it ended first"
+    assert await log.thread_of("newer") == "t1" and await log.thread_of("running") == "t1"
+    assert await kept(log, "newer") == [0, 1, 2, 3, 4, None]
+    assert log._bytes == sum(len(text) for r in log._runs.values() for _, text in r.events) <= 2_500
+
+
+async def test_a_running_run_is_never_dropped_the_largest_loses_its_oldest_events():
+    log = MemoryEventLog(max_bytes=1_500)
+    await log.open("small", "t1")
+    await log.append("small", content(0))
+    await log.open("large", "t2")
+    for n in range(20):
+        await log.append("large", content(n))
+    await log.append("small", content(1))
+
+    large = held(log, "large")
+    assert held(log, "small") == [0, 1], "the small running run keeps all it has"
+    assert 0 < len(large) < 20 and large == list(range(20 - len(large), 20)), "its newest kept"
+    assert log._bytes <= 1_500
+
+
+def held(log: MemoryEventLog, run_id: str) -> list:
+    """The ``n`` of each event a running run holds now (``read`` would wait for more)."""
+    return [json.loads(text)["n"] for _, text in log._runs[run_id].events]
+
+
+async def test_an_event_larger_than_the_bound_is_kept_alone():
+    log = MemoryEventLog(max_bytes=100)
+    await log.open("r1", "t1")
+    await log.append("r1", content(0, size=50))
+    await log.append("r1", content(1, size=500))
+
+    assert held(log, "r1") == [1], "the newest event stays, whatever its size"
+
+
+async def test_a_reader_at_or_past_the_runs_end_is_done_at_once():
+    log = MemoryEventLog()
+    await log.open("r1", "t1")
+    await log.append("r1", content(0))
+    last = await log.append("r1", end())
+
+    async with asyncio.timeout(AT_ONCE_S):
+        after_end = [entry async for entry in log.read("r1", after=last)]
+        past_end = [entry async for entry in log.read("r1", after="99")]
+    assert after_end == [] and past_end == []
+
+
+async def test_text_with_lone_surrogates_is_encoded_with_replacement_characters():
+    text = "pair \ud83d\ude00, lone \ud83d and \udc00"
+    encoded = event_json({"type": "content", "text": text, "\ud800key": 1})
+
+    assert json.loads(encoded) == {"type": "content", "text": "pair 😀, lone � and �", "�key": 1}
+    log = MemoryEventLog()
+    await log.open("r1", "t1")
+    await log.append("r1", {"type": "content", "text": text})
+    await log.append("r1", end())
+    assert [data.get("text") async for _, data in log.read("r1")][0] == "pair 😀, lone � and �"
+
+
+def test_a_value_json_has_no_type_for_is_written_as_text_even_when_str_fails():
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    encoded = event_json({"type": "x", "a": frozenset([1]), "b": Unprintable()})
+
+    assert json.loads(encoded) == {"type": "x", "a": "frozenset({1})", "b": "<Unprintable>"}
+
+
+def test_the_log_is_made_from_the_settings():
+    log = event_log(ServiceSettings(run_log_max_bytes=1234, run_log_max_events=7))
+
+    assert isinstance(log, MemoryEventLog) and (log.max_bytes, log.max_events) == (1234, 7)
