@@ -26,6 +26,7 @@ def serve(
         import uvicorn
 
         from agent_ng.service.app import create_app
+        from agent_ng.service.hosts import described
         from agent_ng.service.settings import ServiceSettings
     except ImportError as e:
         raise typer.BadParameter(
@@ -42,4 +43,5 @@ def serve(
         typer.echo(f"agent-ng: {e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"agent-ng: serving on http://{settings.host}:{settings.port}", err=True)
+    typer.echo(f"agent-ng: {described(settings)}", err=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port)

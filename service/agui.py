@@ -65,7 +65,7 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from agent_ng.contract import AgentEvent, EventType
-from agent_ng.service.inputs import check_question, check_thread_id, invalid
+from agent_ng.service.inputs import Id, check_question, invalid
 
 ACTIVITY_TYPE = "tool_progress"
 """AG-UI activity type of the per-call activity messages (the name of the event it mostly shows)."""
@@ -85,10 +85,16 @@ SENT_WITH_RUN_END = frozenset({EventType.INTERRUPT})
 router = APIRouter()
 
 
+class AguiInput(RunAgentInput):
+    """``RunAgentInput`` with ``threadId`` and ``runId`` held to the service's one id rule."""
+
+    thread_id: Id
+    run_id: Id
+
+
 @router.post("/agui", summary="Run the agent, streaming AG-UI events")
-async def run_agui(body: RunAgentInput, request: Request) -> EventSourceResponse:
+async def run_agui(body: AguiInput, request: Request) -> EventSourceResponse:
     """Ask the last user message on ``threadId``; the run's events go out as AG-UI SSE frames."""
-    check_thread_id(body.thread_id, loc=("body", "threadId"))
     question = last_user_text(body)
     check_question(question, request.app.state.settings, loc=("body", "messages"))
     runner = request.app.state.runner

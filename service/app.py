@@ -19,21 +19,24 @@ stats from the store, concurrency groups) to the service's own run counters.
 | ``GET /metrics`` | Prometheus text |
 | ``GET /`` | the live web page |
 
-With ``AGENT_API_KEY`` set, the data routes need ``Authorization: Bearer <key>`` (401 otherwise).
-The page's static files stay public: they hold no data, and the page asks for the key.
+Before a request reaches a route, three ASGI middlewares judge it on its headers, outermost
+first: its ``Host`` (``agent_ng.service.hosts``, 400), the API key (``agent_ng.service.api_key``,
+401) and its body's size as it arrives (``agent_ng.service.body_limit``, 413). With
+``AGENT_API_KEY`` set, every route but ``/healthz``, the page and its static files (they hold no
+data, and the page asks for the key) needs ``Authorization: Bearer <key>``. A 422 never echoes
+what it refused (``agent_ng.service.inputs.validation_error``).
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
@@ -43,17 +46,21 @@ from prometheus_client.registry import Collector
 from agent_ng.engine.tool_stats import ToolStatsCollector, tool_stats
 from agent_ng.graph.agent import open_agent
 from agent_ng.persistence.threads import UnfinishedRunError
+from agent_ng.persistence.unavailable import CheckpointUnavailableError
 from agent_ng.service import agui, runs, threads
+from agent_ng.service.api_key import ApiKey
 from agent_ng.service.background import BackgroundRuns
-from agent_ng.service.event_log import EventLog, MemoryEventLog, RedisEventLog
-from agent_ng.service.inputs import limit_body
+from agent_ng.service.body_limit import BodyLimit
+from agent_ng.service.event_log import EventLogUnavailableError, event_log
+from agent_ng.service.hosts import TrustedHosts, allowed_hosts
+from agent_ng.service.inputs import validation_error
 from agent_ng.service.metrics import GroupLimitsCollector, Metrics
 from agent_ng.service.runner import Runner
 from agent_ng.service.settings import ServiceSettings
 
 STATIC = Path(__file__).parent / "static"
-
-bearer = HTTPBearer(auto_error=False)
+PUBLIC_PATHS = frozenset({"/healthz", "/"})
+PUBLIC_PREFIX = "/static/"
 
 
 def create_app(
@@ -84,19 +91,26 @@ def create_app(
 
     app = FastAPI(title="agent-ng", lifespan=lifespan)
     app.add_exception_handler(UnfinishedRunError, unfinished_run)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(CheckpointUnavailableError, unavailable)
+    app.add_exception_handler(EventLogUnavailableError, unavailable)
     app.state.settings = settings
     app.state.metrics = Metrics(collectors)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.api_key is not None:
+        app.add_middleware(ApiKey, key=settings.api_key, public=public)
+    if (hosts := allowed_hosts(settings)) is not None:
+        app.add_middleware(TrustedHosts, allowed=hosts)
 
-    protected = [Depends(require_api_key)]
-    app.include_router(runs.router, dependencies=[*protected, Depends(limit_body)])
-    app.include_router(agui.router, dependencies=[*protected, Depends(limit_body)])
-    app.include_router(threads.router, dependencies=protected)
+    app.include_router(runs.router)
+    app.include_router(agui.router)
+    app.include_router(threads.router)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics", dependencies=protected, summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
         agent = request.app.state.agent
         stats = ToolStatsCollector(await tool_stats(agent.tool_store))
@@ -111,34 +125,17 @@ def create_app(
     return app
 
 
-def event_log(settings: ServiceSettings) -> EventLog:
-    """The runs' event log: in Redis when ``AGENT_REDIS_URL`` is set (replicas share it), else in this process."""
-    if settings.redis_url:
-        return RedisEventLog(
-            settings.redis_url,
-            prefix=settings.redis_prefix,
-            max_events=settings.run_log_max_events,
-            retention_s=settings.run_log_retention_s,
-        )
-    return MemoryEventLog(settings.run_log_max_events, settings.run_log_retention_s)
-
-
 async def unfinished_run(request: Request, error: Exception) -> JSONResponse:
     """409 for a question on a thread whose last run has not finished."""
     return JSONResponse({"detail": str(error)}, status_code=409)
 
 
-async def require_api_key(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> None:
-    """401 unless the request carries the ``AGENT_API_KEY`` bearer token (when one is set)."""
-    key = request.app.state.settings.api_key
-    if key is None:
-        return
-    given = credentials.credentials if credentials else ""
-    if not secrets.compare_digest(given.encode(), key.get_secret_value().encode()):
-        raise HTTPException(
-            401,
-            "missing or wrong API key: send Authorization: Bearer <AGENT_API_KEY>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+async def unavailable(request: Request, error: Exception) -> JSONResponse:
+    """503 with the one-line reason when a store the service needs (the checkpoint database,
+    Redis) cannot be reached: it may be back in a moment, so not a 500."""
+    return JSONResponse({"detail": str(error)}, status_code=503)
+
+
+def public(path: str) -> bool:
+    """Whether ``path`` is open without the API key: liveness, the page and its static files."""
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX)

@@ -1,7 +1,8 @@
 """What a request may carry, checked before a run starts; a bad one gets a 422 saying why.
 
 Errors are FastAPI's own validation errors (``{"detail": [{"loc", "msg", "type"}]}``), so a
-client reads every rejection the same way.
+client reads every rejection the same way; ``validation_error`` sends them without the input
+they refused.
 """
 
 from __future__ import annotations
@@ -9,17 +10,58 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, NoReturn
 
-from fastapi import HTTPException, Path, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from agent_ng.service.settings import ServiceSettings
 
-THREAD_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-ThreadId = Annotated[
+ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+ID_RULE = "1 to 128 letters, digits and . _ : - (starting with a letter or digit)"
+SHOWN_ERRORS = 20
+"""Errors a 422 lists at most (a body can hold thousands of wrong keys)."""
+SHOWN_CHARS = 100
+"""Characters of one ``loc`` part or ``msg`` a 422 shows at most (a wrong key is part of ``loc``)."""
+
+
+def valid_id(value: str) -> str:
+    """The one rule for thread and run ids, wherever they come from (path, body, AG-UI).
+
+    ``fullmatch``, not a pattern ending in ``$``: ``$`` also matches before a final newline.
+    """
+    if ID.fullmatch(value) is None:
+        raise ValueError(f"an id is {ID_RULE}")
+    return value
+
+
+Id = Annotated[
     str,
-    Path(pattern=THREAD_ID_PATTERN, description="Letters, digits and . _ : - (at most 128)."),
+    AfterValidator(valid_id),
+    WithJsonSchema({"type": "string", "pattern": f"^{ID.pattern}$", "description": ID_RULE}),
 ]
+ThreadId = Id
+RunId = Id
+
+
+def not_text(text: str) -> str | None:
+    """Why ``text`` is not Unicode text, or ``None``: a lone half of a UTF-16 pair (JSON's
+    ``"\\ud800"``) parses into a Python string that nothing downstream can encode."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as e:
+        return f"character {e.start} is a lone surrogate: the text is not valid Unicode"
+    return None
+
+
+def plain_text(text: str) -> str:
+    """A string field's value, refused when it is not Unicode text."""
+    if why := not_text(text):
+        raise ValueError(why)
+    return text
+
+
+Text = Annotated[str, AfterValidator(plain_text)]
 
 
 class RunConfig(BaseModel):
@@ -30,8 +72,8 @@ class RunConfig(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1, le=64)
     """Tools running at once in this run."""
     recursion_limit: int | None = Field(default=None, ge=1, le=10_000)
-    tags: list[str] = Field(default_factory=list, max_length=16)
-    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=32)
+    tags: list[Text] = Field(default_factory=list, max_length=16)
+    metadata: dict[Text, Text | int | float | bool] = Field(default_factory=dict, max_length=32)
 
     def to_config(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True, exclude_defaults=True)
@@ -57,7 +99,7 @@ def invalid(loc: tuple[str | int, ...], msg: str, type_: str = "value_error") ->
 
 
 def check_question(text: str, settings: ServiceSettings, *, loc: tuple[str, ...]) -> None:
-    """A 422 for an empty question or one past ``AGENT_MAX_INPUT_CHARS``."""
+    """A 422 for an empty question, one past ``AGENT_MAX_INPUT_CHARS`` or one that is not text."""
     if not text.strip():
         invalid(loc, "the question is empty", "string_too_short")
     if len(text) > settings.max_input_chars:
@@ -67,22 +109,29 @@ def check_question(text: str, settings: ServiceSettings, *, loc: tuple[str, ...]
             f"{settings.max_input_chars:,} (AGENT_MAX_INPUT_CHARS)",
             "string_too_long",
         )
+    if why := not_text(text):
+        invalid(loc, f"the question's {why}", "string_unicode")
 
 
-def check_thread_id(thread_id: str, *, loc: tuple[str, ...]) -> None:
-    """A 422 for a thread id that the routes' path pattern would refuse (one sent in a body)."""
-    if not re.match(THREAD_ID_PATTERN, thread_id):
-        invalid(
-            loc,
-            "a thread id is 1 to 128 letters, digits and . _ : - (starting with a letter or digit)",
-        )
+async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 without what was refused: each error's ``loc``, ``msg`` and ``type`` only.
+
+    FastAPI's own handler echoes each wrong value (``input``, ``ctx``), so a 1 MB body came back
+    whole; here strings are cut to ``SHOWN_CHARS`` and at most ``SHOWN_ERRORS`` are listed.
+    """
+    errors = error.errors()
+    detail = [
+        {"loc": [shown(part) for part in e["loc"]], "msg": shown(e["msg"]), "type": e["type"]}
+        for e in errors[:SHOWN_ERRORS]
+    ]
+    if len(errors) > SHOWN_ERRORS:
+        left = len(errors) - SHOWN_ERRORS
+        detail.append({"loc": [], "msg": f"and {left:,} more errors", "type": "too_many_errors"})
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
-async def limit_body(request: Request) -> None:
-    """Refuse a body larger than ``max_body_bytes`` (413) before it is read and parsed."""
-    limit = request.app.state.settings.max_body_bytes
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise HTTPException(
-            413, f"the request body is {int(length):,} bytes; the limit is {limit:,}"
-        )
+def shown(part: Any) -> Any:
+    """A ``loc`` part or message as a 422 shows it: a string cut to ``SHOWN_CHARS``."""
+    if isinstance(part, str) and len(part) > SHOWN_CHARS:
+        return part[: SHOWN_CHARS - 1] + "…"
+    return part
