@@ -39,6 +39,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from ag_ui.core import (
     ActivityDeltaEvent,
     ActivitySnapshotEvent,
@@ -65,6 +66,7 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from agent_ng.contract import AgentEvent, EventType
+from agent_ng.service.event_log import event_json
 from agent_ng.service.inputs import Id, check_question, invalid
 
 ACTIVITY_TYPE = "tool_progress"
@@ -106,12 +108,22 @@ async def run_agui(body: AguiInput, request: Request) -> EventSourceResponse:
     async def frames() -> AsyncIterator[bytes]:
         async with aclosing(runner.events(body.thread_id, question)) as events:
             async for event in events:
-                for out in translation.translate(event):
+                for out in translation.translate(carriable(event)):
                     yield encoder.encode(out).encode()
 
     return EventSourceResponse(
         frames(), ping=request.app.state.settings.sse_ping_s, media_type=encoder.get_content_type()
     )
+
+
+def carriable(event: AgentEvent) -> AgentEvent:
+    """``event``, or a copy in which text UTF-8 cannot carry (lone surrogates, from a model or a
+    tool) reads U+FFFD as on the native stream (``event_json``): AG-UI's events refuse it."""
+    try:
+        orjson.dumps(event.to_dict(), default=str)
+    except TypeError:
+        return AgentEvent(**orjson.loads(event_json(event.to_dict())))
+    return event
 
 
 def last_user_text(body: RunAgentInput) -> str:

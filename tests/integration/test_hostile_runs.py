@@ -321,3 +321,29 @@ async def test_text_no_encoding_can_carry_still_ends_the_stream_with_run_end(tmp
     assert [f.data for f in replayed] == [f.data for f in got]
     assert after[-1].data["status"] == "done", after[-1].data
     health.assert_responsive()
+
+
+async def test_text_no_encoding_can_carry_still_ends_the_agui_stream(tmp_path):
+    lone = "half an emoji: \ud83d, then more"
+    question = {
+        "threadId": "t1",
+        "runId": "run-1",
+        "state": {},
+        "messages": [{"id": "m1", "role": "user", "content": "hi"}],
+        "tools": [],
+        "context": [],
+        "forwardedProps": {},
+    }
+    with (
+        openai_server([Reply(text=lone)]) as model_url,
+        agent_serve(tmp_path, model_url=model_url) as server,
+        HealthWatch(server.url) as health,
+    ):
+        async with client(server) as c, asyncio.timeout(GUARD_S):
+            got = [f.data for f in await frames(c, "POST", "/agui", json=question)]
+
+    types = [event["type"] for event in got]
+    assert types[-1] == "RUN_FINISHED", types
+    shown = "".join(e["delta"] for e in got if e["type"] == "TEXT_MESSAGE_CONTENT")
+    assert shown == lone.replace("\ud83d", "\ufffd")
+    health.assert_responsive()
