@@ -80,8 +80,8 @@ def make_memory(
         history = state["messages"]
         if not max_tokens:
             return Recall([*system, *history])
-        if not counters:  # chosen on first use: probing a tokenizer may try to fetch its files
-            counters.append(token_counter_for(model))
+        if not counters:  # chosen on first use, off the loop: a tokenizer may load or fetch its files
+            counters.append(await asyncio.to_thread(token_counter_for, model))
         count = counters[0]
         summary = state.get("summary", "") if summarize else ""
         budget = max_tokens - count(with_summary(system, summary))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -180,6 +181,38 @@ def test_the_models_own_token_counter_is_used_when_it_works():
     counter = token_counter_for(CountingModel(replies=[]))
     assert counter([HumanMessage("a"), HumanMessage("b")]) == 14
     assert BaseChatModel.get_num_tokens_from_messages is not CountingModel.get_num_tokens_from_messages
+
+
+class SlowToLoadModel(ScriptedModel):
+    """Its first count loads a tokenizer (blocking, as tiktoken reading or fetching its files)."""
+
+    loaded: bool = False
+
+    def get_num_tokens_from_messages(self, messages, tools=None) -> int:
+        if not self.loaded:
+            time.sleep(LOAD_S)
+            self.loaded = True
+        return len(messages)
+
+
+LOAD_S = 0.3
+
+
+async def test_the_tokenizer_is_loaded_off_the_event_loop():
+    memory = make_memory(SlowToLoadModel(replies=[]), max_tokens=100)
+    lags: list[float] = []
+
+    async def beat() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - before)
+
+    beating = asyncio.create_task(beat())
+    await asyncio.sleep(0.02)
+    await memory([], {"messages": [HumanMessage("hi")]})
+    beating.cancel()
+    assert len(lags) >= LOAD_S / 0.02 and max(lags) < LOAD_S / 2, lags
 
 
 async def test_the_real_chat_openai_client_sends_the_trimmed_valid_window(openai_server):
