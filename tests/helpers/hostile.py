@@ -2,8 +2,8 @@
 that makes it call any tool with any arguments, and a watch on ``/healthz`` while a case runs.
 
 The server is a separate process so that whatever a case does to it (a regex that holds the
-GIL, a body that fills its memory) cannot slow the test's own probe, and its memory is its own
-to read. The model is ``ChatOpenAI`` against ``ScriptedOpenAI``, so a case scripts the exact tool
+GIL, a body that fills its memory) cannot slow the probe, and its memory is its own to read; the
+probe is a process of its own too, so that the test process's threads cannot slow it either. The model is ``ChatOpenAI`` against ``ScriptedOpenAI``, so a case scripts the exact tool
 call an attacker's prompt would get out of a real model.
 
     with openai_server([Reply(tool_calls=[("file_search", {"pattern": "^(a+)+$"})]),
@@ -15,11 +15,11 @@ call an attacker's prompt would get out of a real model.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -123,49 +123,72 @@ def server_log(server: Server) -> str:
     return (server.home / "serve.log").read_text(errors="replace")[-4000:]
 
 
+PROBE = """
+import http.client, json, sys, time, urllib.parse
+url = urllib.parse.urlsplit(sys.argv[1])
+every, latencies, failures = float(sys.argv[2]), [], []
+conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+while True:
+    started = time.perf_counter()
+    try:
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            failures.append(f"/healthz answered {response.status}")
+    except (OSError, http.client.HTTPException) as e:
+        failures.append(f"/healthz failed: {e!r}")
+        conn.close()
+    latencies.append(time.perf_counter() - started)
+    if len(latencies) == 1:
+        print("ready", flush=True)
+    if sys.stdin in __import__("select").select([sys.stdin], [], [], every)[0]:
+        break
+print(json.dumps({"latencies": latencies, "failures": failures}), flush=True)
+"""
+"""The prober: a process of its own, so that nothing the test process does (a scripted model's
+thread, the test's own client) can hold the GIL it needs and make the server look slow."""
+
+
 @dataclass
 class HealthWatch:
-    """Asks ``/healthz`` every 20 ms from a thread of the test while a case runs.
+    """Asks ``/healthz`` every 20 ms, from a process of its own, while a case runs.
 
-    A probe that has not answered when the next is due is still counted by the time it took, so
-    a frozen server shows as one long probe, not as missing ones.
+    Entering waits for the first answer, so a case that ends at once still has a probe to
+    judge. A probe that has not answered when the next is due is still counted by the time it
+    took, so a frozen server shows as one long probe, not as missing ones.
     """
 
     url: str
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _prober: subprocess.Popen | None = None
 
     def __enter__(self) -> HealthWatch:
-        self._thread = threading.Thread(target=self._watch, daemon=True, name="healthz-watch")
-        self._thread.start()
+        self._prober = subprocess.Popen(
+            [sys.executable, "-c", PROBE, self.url, str(HEALTH_EVERY_S)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        first = self._prober.stdout.readline()
+        if first.strip() != "ready":
+            self._prober.kill()
+            raise RuntimeError(f"the /healthz prober did not start: {first!r}")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(STARTUP_GUARD_S)
-
-    def _watch(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=STARTUP_GUARD_S) as client:
-            while not self._stop.is_set():
-                started = time.perf_counter()
-                try:
-                    status = client.get("/healthz").status_code
-                    if status != 200:
-                        self.failures.append(f"/healthz answered {status}")
-                except httpx.HTTPError as e:
-                    self.failures.append(f"/healthz failed: {e!r}")
-                self.latencies.append(time.perf_counter() - started)
-                self._stop.wait(HEALTH_EVERY_S)
+        assert self._prober is not None
+        out, _ = self._prober.communicate("stop\n", timeout=STARTUP_GUARD_S)
+        report = json.loads(out.strip().splitlines()[-1])
+        self.latencies, self.failures = report["latencies"], report["failures"]
 
     @property
     def worst_s(self) -> float:
         return max(self.latencies, default=0.0)
 
     def assert_responsive(self, budget_s: float = HEALTH_BUDGET_S) -> None:
-        """Every probe answered 200 within ``budget_s``, and there were probes to judge."""
+        """Every probe answered 200 within ``budget_s``."""
         assert self.latencies, "the case ended before /healthz was asked once"
         assert not self.failures, self.failures[:3]
         assert self.worst_s < budget_s, (

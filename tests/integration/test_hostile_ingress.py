@@ -11,12 +11,11 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
 
-from tests.helpers.hostile import HEALTH_EVERY_S, HealthWatch, Server, agent_serve
+from tests.helpers.hostile import HealthWatch, Server, agent_serve
 
 MB = 1 << 20
 KEY = "s3cret"
@@ -38,17 +37,6 @@ def json_body(size: int, chunk: int = MB) -> Iterator[bytes]:
         yield b",0" * (n // 2) + b" " * (n % 2)
         left -= n
     yield tail
-
-
-@contextmanager
-def watching(server: Server) -> Iterator[HealthWatch]:
-    """``HealthWatch`` on ``server``, entered once its first probe is in, so a case that
-    answers at once still has probes to judge."""
-    with HealthWatch(server.url) as health:
-        deadline = time.monotonic() + CLIENT_TIMEOUT_S
-        while not health.latencies and time.monotonic() < deadline:
-            time.sleep(HEALTH_EVERY_S)
-        yield health
 
 
 def post_big(server: Server, size: int, *, declared: bool, key: str | None = None) -> tuple[httpx.Response, float, int]:
@@ -74,7 +62,7 @@ def post_big(server: Server, size: int, *, declared: bool, key: str | None = Non
     ("key", "status"), [(None, 401), (KEY, 413)], ids=["no-key-401", "key-413"]
 )
 def test_a_100_mb_body_with_its_length_declared_is_answered_before_it_is_read(tmp_path, key, status):
-    with agent_serve(tmp_path, env={"AGENT_API_KEY": KEY}) as server, watching(server) as health:
+    with agent_serve(tmp_path, env={"AGENT_API_KEY": KEY}) as server, HealthWatch(server.url) as health:
         r, took, grew = post_big(server, 100 * MB, declared=True, key=key)
 
     assert r.status_code == status, r.text[:200]
@@ -85,7 +73,7 @@ def test_a_100_mb_body_with_its_length_declared_is_answered_before_it_is_read(tm
 
 @pytest.mark.parametrize("size", [20 * MB, 100 * MB], ids=["20MB", "100MB"])
 def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(tmp_path, size):
-    with agent_serve(tmp_path) as server, watching(server) as health:
+    with agent_serve(tmp_path) as server, HealthWatch(server.url) as health:
         r, took, grew = post_big(server, size, declared=False)
 
     assert r.status_code == 413, r.text[:200]
@@ -112,7 +100,7 @@ AGUI = {"threadId": "t1", "runId": "r1", "state": {}, "tools": [], "context": []
     ids=["wrong-type", "nested", "bad-literal", "long-extra-key", "many-errors", "agui-role"],
 )
 def test_a_validation_error_never_echoes_the_body(tmp_path, path, body):
-    with agent_serve(tmp_path) as server, watching(server) as health:
+    with agent_serve(tmp_path) as server, HealthWatch(server.url) as health:
         r = httpx.post(f"{server.url}{path}", json=body, timeout=CLIENT_TIMEOUT_S)
 
     assert r.status_code == 422
@@ -137,7 +125,7 @@ def test_a_lone_surrogate_in_the_question_is_refused_and_the_thread_stays_as_it_
             ["body", "config", "tags", 0],
         ),
     ]
-    with agent_serve(tmp_path) as server, watching(server) as health, httpx.Client(
+    with agent_serve(tmp_path) as server, HealthWatch(server.url) as health, httpx.Client(
         base_url=server.url, timeout=CLIENT_TIMEOUT_S
     ) as c:
         with c.stream("POST", "/threads/t1/runs/stream", json={"input": "first"}) as first:
@@ -176,7 +164,7 @@ NEWLINE_RUN_ID_REQUESTS = [
     "requests", [NEWLINE_ID_REQUESTS, NEWLINE_RUN_ID_REQUESTS], ids=["thread-and-agui-ids", "run-ids"]
 )
 def test_an_id_with_a_trailing_newline_is_refused_on_every_route(tmp_path, requests):
-    with agent_serve(tmp_path) as server, watching(server) as health, httpx.Client(
+    with agent_serve(tmp_path) as server, HealthWatch(server.url) as health, httpx.Client(
         base_url=server.url, timeout=CLIENT_TIMEOUT_S
     ) as c:
         answers = [c.request(method, path, json=body) for method, path, body in requests]
@@ -197,7 +185,7 @@ def get_as(server: Server, host: str, key: str | None = None) -> httpx.Response:
 
 def test_a_keyless_server_answers_only_its_own_host_names(tmp_path):
     port = "8000"
-    with agent_serve(tmp_path) as server, watching(server) as health:
+    with agent_serve(tmp_path) as server, HealthWatch(server.url) as health:
         evil = get_as(server, f"evil.example:{port}")
         evil_ip = get_as(server, "203.0.113.7")
         ours = [get_as(server, host) for host in ("localhost", f"127.0.0.1:{port}", f"LOCALHOST:{port}")]
@@ -261,7 +249,7 @@ def costliest_bodies(limit: int = 1_000_000) -> dict[str, tuple[str, bytes]]:
 @pytest.mark.parametrize("case", ["agui-history", "wrong-keys"])
 def test_the_costliest_json_under_the_limit_holds_the_loop_a_bounded_time(tmp_path, case):
     path, body = costliest_bodies()[case]
-    with agent_serve(tmp_path) as server, watching(server) as health:
+    with agent_serve(tmp_path) as server, HealthWatch(server.url) as health:
         r = httpx.post(
             f"{server.url}{path}",
             content=body,
