@@ -80,8 +80,9 @@ def make_memory(
         history = state["messages"]
         if not max_tokens:
             return Recall([*system, *history])
-        if not counters:  # chosen on first use, off the loop: a tokenizer may load or fetch its files
-            counters.append(await asyncio.to_thread(token_counter_for, model))
+        if not counters:  # chosen on first use; a model's own tokenizer may load or fetch its files
+            own = has_own_counter(model)
+            counters.append(await asyncio.to_thread(token_counter_for, model) if own else count_tokens_approximately)
         count = counters[0]
         summary = state.get("summary", "") if summarize else ""
         budget = max_tokens - count(with_summary(system, summary))
@@ -177,10 +178,15 @@ def transcript_line(message: BaseMessage) -> str:
     return f"{message.type}: {message.text}"
 
 
+def has_own_counter(model: BaseChatModel) -> bool:
+    """Whether the model counts tokens its own way (a tokenizer, probed off the event loop)."""
+    return type(model).get_num_tokens_from_messages is not BaseChatModel.get_num_tokens_from_messages
+
+
 def token_counter_for(model: BaseChatModel) -> TokenCounter:
     """The model's own counter if it overrides LangChain's default and works here (tiktoken
     needs its encodings, which an offline machine may lack); else the approximate one."""
-    if type(model).get_num_tokens_from_messages is BaseChatModel.get_num_tokens_from_messages:
+    if not has_own_counter(model):
         return count_tokens_approximately
     try:
         model.get_num_tokens_from_messages([HumanMessage("probe")])
