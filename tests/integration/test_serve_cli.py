@@ -11,16 +11,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers.hostile import MODEL_ENV
 from tests.helpers.ports import free_port
 
 STARTUP_GUARD_S = 30
-MODEL_ENV = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "AGENT_OPENAI_API_KEY",
-    "AGENT_OPENAI_BASE_URL",
-    "AGENT_API_KEY",
-)
 
 
 def test_agent_ng_serve_answers_a_run_with_two_tools_and_serves_the_page(tmp_path):
