@@ -91,18 +91,35 @@ class FileThreadLocks(ThreadLocks):
         return self.directory / f"{hashlib.sha256(thread_id.encode()).hexdigest()[:32]}.lock"
 
     async def _acquire(self, thread_id: str) -> bool:
+        locking = asyncio.ensure_future(asyncio.to_thread(self._lock, thread_id))
+        try:
+            fd = await asyncio.shield(locking)
+        except asyncio.CancelledError:  # the worker thread goes on: a lock it takes must not stay held
+            locking.add_done_callback(_close_taken)
+            raise
+        if fd is None:
+            return False
+        self._open[thread_id] = fd
+        return True
+
+    def _lock(self, thread_id: str) -> int | None:
+        """In a worker thread: file system calls may block (a slow or network disk), the loop may not."""
         self.directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path(thread_id), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            return False
-        self._open[thread_id] = fd
-        return True
+            return None
+        return fd
 
     async def _release(self, thread_id: str) -> None:
         os.close(self._open.pop(thread_id))
+
+
+def _close_taken(locking: asyncio.Future[int | None]) -> None:
+    if not locking.cancelled() and locking.exception() is None and (fd := locking.result()) is not None:
+        os.close(fd)
 
 
 class PostgresThreadLocks(ThreadLocks):

@@ -111,13 +111,16 @@ def test_plain_view_prints_text_as_it_streams_and_a_line_per_tool_event():
     assert "There are 25 primes." in lines
 
 
-def test_langgraph_json_names_a_graph_that_imports_and_compiles():
+def test_langgraph_json_names_a_graph_factory_that_imports_and_yields_the_compiled_graph():
     spec = json.loads((ROOT / "langgraph.json").read_text())
     path, _, attr = spec["graphs"]["agent"].partition(":")
     module = path.removeprefix("./").removesuffix(".py").replace("/", ".")
     probe = (
-        f"import importlib; g = getattr(importlib.import_module({module!r}), {attr!r}); "
-        "print(type(g).__name__, sorted(g.get_graph().nodes), g.checkpointer)"
+        f"import asyncio, importlib; factory = getattr(importlib.import_module({module!r}), {attr!r})\n"
+        "async def main():\n"
+        "    async with factory({'configurable': {}}) as g:\n"
+        "        print(type(g).__name__, sorted(g.get_graph().nodes), g.checkpointer)\n"
+        "asyncio.run(main())"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,

@@ -10,6 +10,7 @@ on the same store (as another process or replica would have).
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 
 import pytest
@@ -157,3 +158,36 @@ async def test_a_lost_lock_session_is_reopened_and_still_refuses_a_busy_thread()
                 with pytest.raises(ThreadBusyError):
                     [e async for e in stream(rival, {"messages": [HumanMessage("b")]}, config)]
         await saver.adelete_thread(thread)
+
+
+async def test_a_file_lock_whose_taking_is_cancelled_is_not_left_held(tmp_path, monkeypatch):
+    from agent_ng.persistence.thread_lock import FileThreadLocks
+
+    locks, other = FileThreadLocks(tmp_path), FileThreadLocks(tmp_path)
+    entered, go_on = threading.Event(), threading.Event()
+    take = locks._lock
+
+    def slow_lock(thread_id: str):
+        entered.set()
+        go_on.wait(GUARD_S)
+        return take(thread_id)
+
+    monkeypatch.setattr(locks, "_lock", slow_lock)
+
+    async def hold() -> None:
+        async with locks.hold("t1"):
+            raise AssertionError("the cancelled hold never starts")
+
+    holder = asyncio.create_task(hold())
+    await asyncio.to_thread(entered.wait, GUARD_S)
+    holder.cancel()
+    go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await holder
+    for _ in range(100):
+        try:
+            async with other.hold("t1"):
+                return
+        except ThreadBusyError:
+            await asyncio.sleep(0.01)
+    raise AssertionError("the lock the cancelled hold took in its worker thread stayed held")
