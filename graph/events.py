@@ -16,13 +16,17 @@ Built on ``graph.astream(stream_mode=["messages", "custom", "updates"])``:
 Every tool call yields ``tool_call``, then (once it runs) ``tool_start`` and any
 ``tool_progress``, then ``tool_result`` and one of ``tool_complete`` / ``tool_error``. The event
 types and their fields are ``agent_ng.contract``'s (``AgentEvent`` lives there).
+
+``run_events`` is the same run for a caller that also wants LangGraph's own stream modes (the
+LangGraph Server API): it yields those chunks as ``Part``s, as LangGraph made them, among the
+same ``AgentEvent``s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Collection
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -48,9 +52,30 @@ from agent_ng.nodes.llm import STEP_LIMIT_REASON
 from agent_ng.persistence.thread_lock import hold_thread
 
 STREAM_MODES = ["messages", "custom", "updates"]
+"""The modes the events are made from."""
+PART_MODES = frozenset(
+    {"values", "updates", "messages", "custom", "debug", "checkpoints", "tasks", "events"}
+)
+"""What ``run_events`` can yield as ``Part``s: LangGraph's stream modes, and ``events``
+(``astream_events``)."""
+EVENTS = "events"
 
 INTERRUPTS = "__interrupt__"
 """LangGraph's key for the interrupts in an ``updates`` chunk (its own constant is private)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A chunk of a LangGraph stream mode the caller asked ``run_events`` for, as LangGraph made it.
+
+    ``namespace`` is the subgraph it comes from (``()`` for the graph itself; only with
+    ``subgraphs=True``). In mode ``events`` the chunk is one ``astream_events(version="v2")``
+    event of a run inside the graph.
+    """
+
+    mode: str
+    chunk: Any
+    namespace: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -86,7 +111,9 @@ class _Run:
             return self._from_message(*chunk)
         if mode == "custom":
             return self._from_custom(chunk)
-        return self._from_updates(chunk)
+        if mode == "updates":
+            return self._from_updates(chunk)
+        return []
 
     def _from_message(self, message: BaseMessage, metadata: dict[str, Any]) -> list[AgentEvent]:
         node = metadata.get("langgraph_node")
@@ -141,7 +168,7 @@ class _Run:
                 self.usage[key] += usage.get(key, 0)
 
 
-async def stream(
+def stream(
     graph: Pregel,
     input: Any,
     config: RunnableConfig | None = None,
@@ -167,8 +194,40 @@ async def stream(
     whose run did not finish (waiting for an approval, or killed) first settle it the same way,
     with "not completed" results.
     """
+    return run_events(graph, input, config, **kwargs)  # no Part is asked for: events only
+
+
+async def run_events(
+    graph: Pregel,
+    input: Any,
+    config: RunnableConfig | None = None,
+    *,
+    parts: Collection[str] = (),
+    subgraphs: bool = False,
+    **kwargs: Any,
+) -> AsyncIterator[AgentEvent | Part]:
+    """``stream``'s run, which also yields the chunks of the LangGraph stream modes in ``parts``.
+
+    Everything ``stream`` promises holds (the same ``AgentEvent``s in the same order, the thread
+    held, settled on a stop or a model timeout, ``durability`` ``"sync"`` by default); a
+    ``Part`` comes just before the events made from its chunk, in the graph's order. ``parts``
+    are modes of ``graph.astream`` (``values``, ``updates``, ``messages``, ``custom``, ``debug``,
+    ``checkpoints``, ``tasks``), asked for together with the ones the events are made from, so
+    the graph runs once for both. With ``subgraphs=True`` the subgraphs' chunks come too, each
+    ``Part`` naming its ``namespace``; events are made from the graph's own chunks only.
+
+    ``events`` in ``parts`` runs the graph under ``graph.astream_events(version="v2")`` instead
+    (as the LangGraph Server does for ``stream_mode="events"``): the graph's own stream chunks
+    are read out of its ``on_chain_stream`` events, and every other event is a
+    ``Part("events", event)``. That costs about three times as much per token.
+    """
+    if unknown := set(parts) - PART_MODES:
+        raise ValueError(f"not a stream mode run_events knows: {', '.join(sorted(unknown))}")
     if graph.checkpointer:
         kwargs.setdefault("durability", "sync")
+    events_api = EVENTS in parts
+    wanted = frozenset(parts) - {EVENTS}
+    modes = [*STREAM_MODES, *sorted(wanted.difference(STREAM_MODES))]
     shown: dict[str, ToolMessage] = {}
     config = {**(config or {})}
     config["configurable"] = {**config.get("configurable", {}), SHOWN_RESULTS: shown}
@@ -182,11 +241,28 @@ async def stream(
             if durable and is_new_input(input):
                 await settle(graph, config, text=SUPERSEDED)
             try:
-                parts = graph.astream(input, config, stream_mode=STREAM_MODES, **kwargs)
-                async with aclosing(parts):
-                    async for mode, chunk in parts:
-                        for event in run.translate(mode, chunk):
-                            yield event
+                if events_api:
+                    source = graph.astream_events(
+                        input, config, version="v2", stream_mode=modes, subgraphs=subgraphs, **kwargs
+                    )
+                else:
+                    source = graph.astream(input, config, stream_mode=modes, subgraphs=subgraphs, **kwargs)
+                async with aclosing(source):
+                    async for item in source:
+                        if events_api:
+                            if item["event"] != "on_chain_stream" or item["run_id"] != run.run_id:
+                                yield Part(EVENTS, item)
+                                continue
+                            item = item["data"]["chunk"]
+                        if subgraphs:
+                            namespace, mode, chunk = item
+                        else:
+                            (mode, chunk), namespace = item, ()
+                        if mode in wanted:
+                            yield Part(mode, chunk, namespace)
+                        if not namespace:
+                            for event in run.translate(mode, chunk):
+                                yield event
             except (asyncio.CancelledError, GeneratorExit) as stop:
                 if durable:
                     await shielded(settle_stopped(graph, config, stop, run.partial_answer(), shown))

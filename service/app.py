@@ -15,15 +15,18 @@ stats from the store, concurrency groups) to the service's own run counters.
 | ``POST /threads/{id}/runs/{run_id}/cancel`` | cancel a run |
 | ``POST /agui`` | the same run in the AG-UI protocol |
 | ``GET /threads``, ``GET /threads/{id}``, ``GET /threads/{id}/history``, ``DELETE /threads/{id}`` | threads |
+| ``/langgraph/...`` | the LangGraph Server API (``agent_ng.service.langgraph_server``) |
 | ``GET /healthz`` | liveness, never needs the key |
 | ``GET /metrics`` | Prometheus text |
 | ``GET /`` | the live web page |
 
-Before a request reaches a route, three ASGI middlewares judge it on its headers, outermost
-first: its ``Host`` (``agent_ng.service.hosts``, 400), the API key (``agent_ng.service.api_key``,
-401) and its body's size as it arrives (``agent_ng.service.body_limit``, 413). With
-``AGENT_API_KEY`` set, every route but ``/healthz``, the page and its static files (they hold no
-data, and the page asks for the key) needs ``Authorization: Bearer <key>``. A 422 never echoes
+Before a request reaches a route, ASGI middlewares judge it on its headers, outermost first:
+its ``Host`` (``agent_ng.service.hosts``, 400), its origin (``agent_ng.service.cors``, with
+``AGENT_CORS_ORIGINS``), the API key (``agent_ng.service.api_key``, 401) and its body's size as
+it arrives (``agent_ng.service.body_limit``, 413); a ``text/plain`` body under ``/langgraph`` is
+then read as JSON, as Studio sends it. With ``AGENT_API_KEY`` set, every route but
+``/healthz``, the page and its static files (they hold no data, and the page asks for the key)
+needs ``Authorization: Bearer <key>`` or ``x-api-key: <key>``. A 422 never echoes
 what it refused (``agent_ng.service.inputs.validation_error``).
 """
 
@@ -47,13 +50,16 @@ from agent_ng.engine.tool_stats import ToolStatsCollector, tool_stats
 from agent_ng.graph.agent import open_agent
 from agent_ng.persistence.threads import UnfinishedRunError
 from agent_ng.persistence.unavailable import CheckpointUnavailableError
-from agent_ng.service import agui, runs, threads
+from agent_ng.service import agui, langgraph_server, runs, threads
 from agent_ng.service.api_key import ApiKey
 from agent_ng.service.background import BackgroundRuns
 from agent_ng.service.body_limit import BodyLimit
+from agent_ng.service.cors import cors
 from agent_ng.service.event_log import EventLogUnavailableError, event_log
 from agent_ng.service.hosts import TrustedHosts, allowed_hosts
 from agent_ng.service.inputs import validation_error
+from agent_ng.service.langgraph_server.plain_json import PlainTextJson
+from agent_ng.service.langgraph_server.run_records import RunRecords
 from agent_ng.service.metrics import GroupLimitsCollector, Metrics
 from agent_ng.service.runner import Runner
 from agent_ng.service.settings import ServiceSettings
@@ -96,15 +102,20 @@ def create_app(
     app.add_exception_handler(EventLogUnavailableError, unavailable)
     app.state.settings = settings
     app.state.metrics = Metrics(collectors)
+    app.state.run_records = RunRecords()
+    app.add_middleware(PlainTextJson, prefix=langgraph_server.PREFIX)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key is not None:
         app.add_middleware(ApiKey, key=settings.api_key, public=public)
+    if settings.cors_origins:
+        app.add_middleware(cors, origins=settings.cors_origins)
     if (hosts := allowed_hosts(settings)) is not None:
         app.add_middleware(TrustedHosts, allowed=hosts)
 
     app.include_router(runs.router)
     app.include_router(agui.router)
     app.include_router(threads.router)
+    app.include_router(langgraph_server.router)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

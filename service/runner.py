@@ -1,13 +1,14 @@
 """Runs as the service makes them: one at a time per thread, counted, and settled if cut off.
 
-``Runner.events`` is ``agent_ng.graph.events.stream`` plus what a server needs around it:
+``Runner.events`` is ``agent_ng.graph.events.run_events`` (``stream``, and LangGraph's own stream
+modes for those who ask) plus what a server needs around it:
 
 - a second run on a busy thread waits for the first to end (LangGraph's "enqueue" strategy),
   so two runs never write the same thread at once;
-- a question on a thread whose calls wait for approval is refused (``UnfinishedRunError``,
+- new input (a question) on a thread whose calls wait for approval is refused (``UnfinishedRunError``,
   shared with the CLI), so a person's pending decision is not silently superseded; a thread a
   crash left mid-step is settled by ``stream`` (finished results kept, the rest "not completed");
-- every event feeds the metrics;
+- every ``AgentEvent`` feeds the metrics;
 - when the consumer goes away (the client disconnected, so the response closes the stream or
   cancels it), the graph run is cancelled, its running tools with it, and ``stream`` settles
   the thread (``agent_ng.graph.settle``) under a shield, so the next run finds a valid history.
@@ -29,7 +30,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.pregel import Pregel
 
 from agent_ng.contract import EventType
-from agent_ng.graph.events import AgentEvent, stream
+from agent_ng.graph.events import AgentEvent, Part, is_new_input, run_events, summarize
 from agent_ng.persistence.threads import UnfinishedRunError, thread_status
 from agent_ng.persistence.unavailable import CheckpointUnavailableError
 from agent_ng.service.metrics import Metrics
@@ -70,24 +71,40 @@ class Runner:
             lock.release()
 
     async def events(
-        self, thread_id: str, question: str, run_config: dict[str, Any] | None = None
-    ) -> AsyncIterator[AgentEvent]:
-        """Ask ``question`` on ``thread_id`` and yield the run's events, ``run_start`` to ``run_end``.
+        self,
+        thread_id: str,
+        input: Any,
+        run_config: dict[str, Any] | None = None,
+        **stream_kwargs: Any,
+    ) -> AsyncIterator[AgentEvent | Part]:
+        """Run ``input`` on ``thread_id`` and yield the run's events, ``run_start`` to ``run_end``.
 
-        Stopping this iterator (closed or cancelled) stops ``stream`` where it stands, which
+        ``input``: a ``str`` is a question (a ``HumanMessage``); anything else goes to the graph
+        as it is (``{"messages": [...]}``, ``None`` to continue, a ``Command`` to resume). Only
+        new input is refused on a thread waiting for approval: a resume is what it waits for.
+        ``stream_kwargs`` go to ``run_events`` (``parts``, ``subgraphs``, ``context``,
+        ``durability``...), whose ``Part``s come through among the events. ``run_config``'s
+        ``configurable`` is kept, with ``thread_id`` set to this thread.
+
+        Stopping this iterator (closed or cancelled) stops the run where it stands, which
         cancels the running tools and stores exactly the events this iterator yielded. A graph
         error ends the stream after its ``run_end`` (status ``error``) and is logged, not raised
         into a response that has already told the client.
         """
-        config = {**(run_config or {}), "configurable": {"thread_id": thread_id}}
-        input = {"messages": [HumanMessage(question)]}
+        run_config = run_config or {}
+        configurable = {**run_config.get("configurable", {}), "thread_id": thread_id}
+        config = {**run_config, "configurable": configurable}
+        if isinstance(input, str):
+            input = {"messages": [HumanMessage(input)]}
         async with self._turn(thread_id):
             try:
-                await self.ready(thread_id)
+                if is_new_input(input):
+                    await self.ready(thread_id)
             except (UnfinishedRunError, CheckpointUnavailableError) as e:  # left waiting, or no database
                 run_id = str(config.get("run_id") or uuid4())
-                yield AgentEvent(EventType.RUN_START, run_id, thread_id, 0.0, input=question)
-                end = AgentEvent(EventType.RUN_END, run_id, thread_id, 0.0, status="error", error=str(e))
+                yield AgentEvent(EventType.RUN_START, run_id, thread_id, 0.0, input=summarize(input))
+                error = f"{type(e).__name__}: {e}"
+                end = AgentEvent(EventType.RUN_END, run_id, thread_id, 0.0, status="error", error=error)
                 self.metrics.observe(end)
                 yield end
                 return
@@ -95,11 +112,12 @@ class Runner:
             first_content, finished = True, False
             self.metrics.runs_active.inc()
             try:
-                async with aclosing(stream(self.graph, input, config)) as events:
-                    async for event in events:
-                        self.metrics.observe(event, first_content=first_content)
-                        first_content = first_content and event.type != "content"
-                        yield event
+                async with aclosing(run_events(self.graph, input, config, **stream_kwargs)) as items:
+                    async for item in items:
+                        if type(item) is AgentEvent:
+                            self.metrics.observe(item, first_content=first_content)
+                            first_content = first_content and item.type != "content"
+                        yield item
                 finished = True
             except Exception:
                 finished = True

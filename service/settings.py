@@ -1,7 +1,8 @@
 """The service's own settings, on top of the agent's (``AGENT_*`` variables as well).
 
 ``AGENT_API_KEY`` turns authentication on: every route but ``/healthz`` (and the static page,
-which holds no data and asks for the key) then needs ``Authorization: Bearer <key>``.
+which holds no data and asks for the key) then needs ``Authorization: Bearer <key>`` (or
+``x-api-key: <key>``, as LangGraph's clients send it).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ class ServiceSettings(Settings):
     port: int = Field(default=8000, ge=0, le=65535)
     """The port the server listens on."""
     api_key: SecretStr | None = None
-    """The bearer token (``Authorization: Bearer <key>``) every route but ``/healthz`` and the page's
-    static files needs, 401 without it; unset: no authentication."""
+    """The key every route but ``/healthz`` and the page's static files needs, as a bearer token
+    (``Authorization: Bearer <key>``) or ``x-api-key: <key>``, 401 without it; unset: no
+    authentication."""
     max_input_chars: int = Field(default=20_000, ge=1)
     """Longest question a run accepts; longer ones get a 422."""
     max_body_bytes: int = Field(default=1_000_000, ge=1)
@@ -43,6 +45,16 @@ class ServiceSettings(Settings):
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _hosts_comma_separated(cls, value: object) -> object:
+        return Settings._comma_separated(value)
+
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    """Origins whose pages may call the service from a browser, comma-separated
+    (``https://smith.langchain.com`` for LangGraph Studio; ``*``: any); unset: none. Their
+    private-network preflights are allowed too, so Studio reaches a service on this machine."""
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins_comma_separated(cls, value: object) -> object:
         return Settings._comma_separated(value)
 
     sse_ping_s: float = Field(default=15.0, gt=0)

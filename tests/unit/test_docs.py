@@ -45,7 +45,7 @@ from agent_ng.cli.settings import DOCUMENTED, REGENERATE, env_names, reference
 from tests.helpers.paths import REPO, package_modules
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
-ALLOWED_IMPORTS = {"langchain", "langchain_core", "langgraph", "fastapi", "sse_starlette", "httpx", "pydantic"}
+ALLOWED_IMPORTS = {"langchain", "langchain_core", "langgraph", "langgraph_sdk", "fastapi", "sse_starlette", "httpx", "pydantic"}
 """Top-level packages a Python block may import besides the standard library and ``agent_ng``."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 from agent_ng.service.event_log import MemoryEventLog, event_json, event_log
 from agent_ng.service.settings import ServiceSettings
@@ -94,14 +95,14 @@ async def test_text_with_lone_surrogates_is_encoded_with_replacement_characters(
     assert [data.get("text") async for _, data in log.read("r1")][0] == "pair 😀, lone � and �"
 
 
-def test_a_value_json_has_no_type_for_is_written_as_text_even_when_str_fails():
+def test_a_set_is_a_list_and_a_value_json_has_no_type_for_is_text_even_when_str_fails():
     class Unprintable:
         def __str__(self) -> str:
             raise RuntimeError("no")
 
-    encoded = event_json({"type": "x", "a": frozenset([1]), "b": Unprintable()})
+    encoded = event_json({"type": "x", "a": frozenset([1]), "b": Unprintable(), "c": Path("/a")})
 
-    assert json.loads(encoded) == {"type": "x", "a": "frozenset({1})", "b": "<Unprintable>"}
+    assert json.loads(encoded) == {"type": "x", "a": [1], "b": "<Unprintable>", "c": "/a"}
 
 
 def test_the_log_is_made_from_the_settings():
