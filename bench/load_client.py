@@ -119,9 +119,14 @@ def langgraph_token(event: bytes, data: bytes) -> bool:
     return chunk.get("type") == "AIMessageChunk" and bool(chunk.get("content"))
 
 
+def root(url: str) -> str:
+    """The path the API sits under (``/langgraph`` in ``http://host:8000/langgraph``; else nothing)."""
+    return urlsplit(url).path.rstrip("/")
+
+
 async def ours(url: str, k: int, tokens: int) -> list[Stream]:
     return await asyncio.gather(*(
-        one_stream(url, f"/threads/{uuid.uuid4()}/runs/stream", {"input": "go"}, ours_token, tokens)
+        one_stream(url, f"{root(url)}/threads/{uuid.uuid4()}/runs/stream", {"input": "go"}, ours_token, tokens)
         for _ in range(k)
     ))
 
@@ -137,7 +142,7 @@ async def langgraph(url: str, k: int, tokens: int) -> list[Stream]:
         "stream_mode": ["messages-tuple", "custom", "updates"],
     }
     return await asyncio.gather(*(
-        one_stream(url, f"/threads/{thread}/runs/stream", body, langgraph_token, tokens)
+        one_stream(url, f"{root(url)}/threads/{thread}/runs/stream", body, langgraph_token, tokens)
         for thread in threads
     ))
 
