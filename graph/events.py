@@ -239,7 +239,7 @@ async def run_events(
     try:
         async with hold_thread(graph, thread_id):
             if durable and is_new_input(input):
-                await settle(graph, config, text=SUPERSEDED)
+                await settle(graph, earlier_runs(config), text=SUPERSEDED)
             try:
                 if events_api:
                     source = graph.astream_events(
@@ -265,11 +265,11 @@ async def run_events(
                                 yield event
             except (asyncio.CancelledError, GeneratorExit) as stop:
                 if durable:
-                    await shielded(settle_stopped(graph, config, stop, run.partial_answer(), shown))
+                    await shielded(settle_stopped(graph, at_head(config), stop, run.partial_answer(), shown))
                 raise
             except ModelTimeoutError:
                 if durable:
-                    await settle(graph, config, partial=run.partial_answer("timeout"), shown=shown)
+                    await settle(graph, at_head(config), partial=run.partial_answer("timeout"), shown=shown)
                 raise
     except Exception as e:
         yield run.event(EventType.RUN_END, status="error", usage=run.usage, error=f"{type(e).__name__}: {e}")
@@ -282,6 +282,22 @@ def newest_answer(messages: list[BaseMessage]) -> list[BaseMessage]:
     thread (``agent_ng.nodes.llm``) carries the whole stored history again."""
     last = next((i for i in range(len(messages) - 1, -1, -1) if isinstance(messages[i], AIMessage)), 0)
     return messages[last:]
+
+
+def at_head(config: RunnableConfig) -> RunnableConfig:
+    """The run's config addressing its thread's newest checkpoint (the run's own, once it ran),
+    not the one it started from (``checkpoint_id``): a stop settles what the run left."""
+    configurable = {k: v for k, v in config["configurable"].items() if k != "checkpoint_id"}
+    return {**config, "configurable": configurable}
+
+
+def earlier_runs(config: RunnableConfig) -> RunnableConfig:
+    """The run's config without its id, to settle what an earlier run left before this one
+    starts: LangGraph takes a newest checkpoint with the run's own id for a re-entry of that
+    run and resumes it, dropping the new input."""
+    configurable = {k: v for k, v in config["configurable"].items() if k != "run_id"}
+    metadata = {k: v for k, v in (config.get("metadata") or {}).items() if k != "run_id"}
+    return {**config, "configurable": configurable, "metadata": metadata}
 
 
 def is_new_input(input: Any) -> bool:

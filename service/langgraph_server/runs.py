@@ -24,9 +24,10 @@ headers, ``on_disconnect`` ``"continue"`` by default, ``: heartbeat`` comments e
 their base URL (``http://host:8000/langgraph``), so their reconnect reaches this prefix.
 
 Where this server differs, it says so with a 422 rather than ignore a request: an unknown body
-field or stream mode, ``multitask_strategy`` / ``action`` ``"rollback"`` (our checkpointers
-cannot delete one run's checkpoints), ``interrupt_before`` / ``interrupt_after``, webhooks,
-``after_seconds``, input keys other than ``messages``, LangGraph's internal configurable keys.
+field or stream mode, both ``input`` and ``command`` (``langgraph dev`` drops the input),
+``multitask_strategy`` / ``action`` ``"rollback"`` (our checkpointers cannot delete one run's
+checkpoints), ``interrupt_before`` / ``interrupt_after``, webhooks, ``after_seconds``, input
+keys other than ``messages``, LangGraph's internal configurable keys.
 Thread ids follow the service's id rule (any id the native routes take), not only UUIDs. New
 input on a thread waiting for approval is refused (409) as on the native routes: resume it with
 ``command``. ``durability`` defaults to ``"sync"`` (each step stored before its tools start),
@@ -46,6 +47,7 @@ from contextlib import aclosing
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
+import langgraph.version
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from langchain_core.messages import convert_to_messages
@@ -96,6 +98,10 @@ RUN_FIELDS = ("run_id", "thread_id", "assistant_id", "metadata", "status", "kwar
               "multitask_strategy", "created_at", "updated_at")
 CURSOR = re.compile(r"\d+(-\d+)?")
 """An event's id in a run's log: the in-process log's counter, or a Redis stream id."""
+FROM_START = re.compile(r"-(\d+)?")
+"""A ``Last-Event-ID`` before every event: the JS SDK's ``joinStream`` sends ``-1`` (and so does a
+reloaded page), Redis names a stream's start ``-``; ``langgraph dev`` replays the run from its
+start for these (its ids compare as text, and every id it sends is greater)."""
 
 StreamMode = Literal[STREAM_MODES]
 
@@ -244,8 +250,7 @@ async def join_run(
     runs = runs_of(request)
     if await runs.events.thread_of(run_id) != thread_id:
         return StreamingResponse(iter([dumps({"__error__": RUN_NOT_FOUND})]), media_type="application/json")
-    graph = request.app.state.runner.graph
-    result = outcome(runs, run_id, lambda: thread_result(graph, thread_id))
+    result = outcome(runs, request.app.state.runner.graph, thread_id, run_id)
     lost = (lambda: cancel_soon(runs, run_id)) if cancel_on_disconnect else None
     return StreamingResponse(
         waiting(result, lost), media_type="application/json", headers=join_headers(thread_id, run_id)
@@ -301,8 +306,7 @@ async def cancel_run(
     await cancel(runs, run_id)
     if not wait:
         return Response(status_code=202)
-    graph = request.app.state.runner.graph
-    result = outcome(runs, run_id, lambda: thread_result(graph, thread_id))
+    result = outcome(runs, request.app.state.runner.graph, thread_id, run_id)
     return StreamingResponse(waiting(result), media_type="application/json", headers=join_headers(thread_id, run_id))
 
 
@@ -327,10 +331,10 @@ async def create_run(
     run_id = str(uuid4())
     metadata = {"created_by": "system", **thread_metadata, **body.config.metadata, **(body.metadata or {}),
                 "assistant_id": ASSISTANT_ID}
-    config = run_config(body.config, checkpoint_id, metadata)
+    config = run_config(body.config, checkpoint_id, metadata, run_id, thread_id)
     temporary = not stateful and body.on_completion == "delete"
     strategy = body.multitask_strategy if stateful else "enqueue"
-    run = RunRecord(run_id, thread_id, ASSISTANT_ID, metadata, strategy, run_kwargs(body, config, run_id, thread_id, temporary))
+    run = RunRecord(run_id, thread_id, ASSISTANT_ID, metadata, strategy, run_kwargs(body, config, temporary))
     modes = body.modes()
     frames = Frames([*modes, "values"] if wait and "values" not in modes else modes, body.stream_subgraphs)
     stream_kwargs: dict[str, Any] = {"parts": frames.parts, "subgraphs": body.stream_subgraphs,
@@ -349,12 +353,12 @@ async def create_run(
     return run
 
 
-def run_kwargs(body: RunBody, config: dict[str, Any], run_id: str, thread_id: str, temporary: bool) -> dict[str, Any]:
+def run_kwargs(body: RunBody, config: dict[str, Any], temporary: bool) -> dict[str, Any]:
     """The run's body as LangGraph Server keeps it in the run's record (``Run.kwargs``)."""
     return {
         "input": body.input,
         "command": body.command.model_dump() if body.command else None,
-        "config": {**config, "configurable": {**config["configurable"], "run_id": run_id, "thread_id": thread_id}},
+        "config": config,
         "context": body.context or {},
         "stream_mode": body.modes(),
         "interrupt_before": None,
@@ -503,13 +507,24 @@ async def take_turn(request: Request, thread_id: str, strategy: str, input: Any)
         await runner.ready(thread_id)
 
 
-def run_config(config: RunConfigBody, checkpoint_id: str | None, metadata: dict[str, Any]) -> dict[str, Any]:
-    """The run's LangGraph config (the runner adds the thread, the background run its id)."""
+def run_config(
+    config: RunConfigBody, checkpoint_id: str | None, metadata: dict[str, Any], run_id: str, thread_id: str
+) -> dict[str, Any]:
+    """The run's LangGraph config, as ``langgraph_api`` makes it: the run, thread, graph,
+    assistant and user (``""``: no signed-in users here) in ``configurable``; in ``metadata``
+    the run's metadata, every plain ``configurable`` value (``langgraph_api.utils.config.
+    ensure_config``), the attempt and the LangGraph version (``langgraph_api.stream``), so
+    LangGraph passes them on to messages, tasks and checkpoints. The run's and thread's ids
+    there are always the server's: a join finds the run's checkpoints by them."""
+    ids = {"run_id": run_id, "thread_id": thread_id}
     configurable = {k: v for k, v in config.configurable.items() if k not in SERVER_KEYS}
-    configurable |= {"graph_id": GRAPH_ID, "assistant_id": ASSISTANT_ID}
+    configurable |= {**ids, "graph_id": GRAPH_ID, "assistant_id": ASSISTANT_ID, "user_id": configurable.get("user_id") or ""}
     if checkpoint_id is not None:
         configurable["checkpoint_id"] = checkpoint_id
-    out: dict[str, Any] = {"configurable": configurable, "metadata": metadata}
+    plain = {k: v for k, v in configurable.items()
+             if not k.startswith("__") and isinstance(v, str | int | float | bool)}
+    run_metadata = {**plain, **metadata, **ids, "run_attempt": 1, "langgraph_version": langgraph.version.__version__}
+    out: dict[str, Any] = {"configurable": configurable, "metadata": run_metadata}
     if config.tags:
         out["tags"] = config.tags
     for key in ("recursion_limit", "max_concurrency"):
@@ -649,9 +664,8 @@ async def single(event: ServerSentEvent) -> AsyncIterator[ServerSentEvent]:
 def waiting_response(request: Request, run: RunRecord, cancel_on_disconnect: bool, *, stateful: bool) -> StreamingResponse:
     """A wait's answer: the run's final values once it ended, newlines meanwhile."""
     runs, graph = runs_of(request), request.app.state.runner.graph
-    fallback = (lambda: thread_result(graph, run.thread_id)) if stateful else empty_result
     lost = (lambda: cancel_soon(runs, run.run_id)) if cancel_on_disconnect else None
-    result = outcome(runs, run.run_id, fallback)
+    result = outcome(runs, graph, run.thread_id, run.run_id, stateful=stateful)
     return StreamingResponse(waiting(result, lost), media_type="application/json",
                              headers=join_headers(run.thread_id, run.run_id))
 
@@ -672,13 +686,18 @@ async def waiting(result: Awaitable[bytes], on_lost: Callable[[], None] | None =
                 on_lost()
 
 
-async def outcome(runs: BackgroundRuns, run_id: str, fallback: Callable[[], Awaitable[Any]]) -> bytes:
+async def outcome(runs: BackgroundRuns, graph: Any, thread_id: str, run_id: str, *, stateful: bool = True) -> bytes:
     """What a join or wait answers once the run ended, read from its log as ``langgraph_api``'s
     ``_RunResult`` reads its stream: ``{"__error__": ...}`` if it failed, its interrupts if it
-    stopped at some, else its last ``values``; without those, ``fallback()``."""
-    error, interrupts, latest = None, [], None
+    stopped at some, else its last ``values``. A cancelled run's thread is settled after its last
+    ``values`` (``agent_ng.graph.settle``: the stopped calls get their results), so its answer is
+    the newest checkpoint it wrote, as ``GET /state`` shows it. Without values: the thread's
+    (``{}`` for a stateless run: its thread is gone)."""
+    error, interrupts, latest, cancelled = None, [], None, False
     async with aclosing(runs.events.read(run_id)) as entries:
         async for _, entry in entries:
+            if entry.get("type") == EventType.RUN_END:
+                cancelled = run_status(entry) == "interrupted"
             if entry.get("type") != FRAME:
                 continue
             event, data = entry["event"], entry["data"]
@@ -694,7 +713,19 @@ async def outcome(runs: BackgroundRuns, run_id: str, fallback: Callable[[], Awai
         return dumps(interrupts[0])
     if interrupts:
         return dumps({"__interrupt__": [i for chunk in interrupts for i in chunk["__interrupt__"]]})
-    return dumps(latest if latest is not None else await fallback())
+    if cancelled and (settled := await values_left_by(graph, thread_id, run_id)) is not None:
+        return dumps(settled)
+    if latest is not None:
+        return dumps(latest)
+    return dumps(await thread_result(graph, thread_id) if stateful else {})
+
+
+async def values_left_by(graph: Any, thread_id: str, run_id: str) -> Any:
+    """The values of the newest checkpoint ``run_id`` wrote (``run_config`` puts its id in the
+    checkpoints' metadata); ``None`` when there is none (or the thread is gone)."""
+    async for state in graph.aget_state_history(thread_config(thread_id), filter={"run_id": run_id}, limit=1):
+        return state.values
+    return None
 
 
 async def thread_result(graph: Any, thread_id: str) -> Any:
@@ -703,11 +734,6 @@ async def thread_result(graph: Any, thread_id: str) -> Any:
     if snapshot.interrupts:
         return {"__interrupt__": list(snapshot.interrupts)}
     return snapshot.values or {}
-
-
-async def empty_result() -> dict[str, Any]:
-    """A stateless run's answer when it streamed no values: its thread is gone."""
-    return {}
 
 
 def join_modes(stream_mode: str | None) -> list[str] | None:
@@ -726,12 +752,14 @@ def join_modes(stream_mode: str | None) -> list[str] | None:
 
 
 def cursor_of(last_event_id: str | None) -> str | None:
-    """The log cursor a ``Last-Event-ID`` names (an id this server sent)."""
-    if last_event_id is None or not last_event_id.strip():
+    """The log cursor a ``Last-Event-ID`` names (an id this server sent, or ``0``); ``None``
+    (the run's start) for none, ``-`` or a negative number."""
+    given = (last_event_id or "").strip()
+    if not given or FROM_START.fullmatch(given):
         return None
-    if CURSOR.fullmatch(last_event_id.strip()) is None:
-        invalid(("header", "last-event-id"), "not an event id this server sent")
-    return last_event_id.strip()
+    if CURSOR.fullmatch(given) is None:
+        invalid(("header", "last-event-id"), "not an event id this server sent, nor -1 (from the start)")
+    return given
 
 
 async def thread_known(request: Request, thread_id: str) -> None:

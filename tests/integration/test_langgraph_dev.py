@@ -1,83 +1,32 @@
 """``langgraph dev`` serves ``langgraph.json``'s graph: tokens and tool progress reach a
 ``langgraph_sdk`` client, and a thread goes on across runs.
 
-The server is the real ``langgraph dev`` (``langgraph-cli[inmem]``) in a subprocess on a free
-loopback port, run from a scratch directory (it writes ``.langgraph_api/`` there) with the
-offline model; it is stopped in teardown.
+The server is the real ``langgraph dev`` (``tests.helpers.langgraph_dev``: a subprocess on a free
+loopback port, with the offline model and none of the caller's ``AGENT_*`` settings), its
+checkpoints and tool store in memory and its data directory the test's own, so nothing a run
+before it stored (a cached tool result comes without progress) changes what it sees.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from langgraph_sdk import get_client
 
-from tests.helpers.paths import REPO
-from tests.helpers.ports import free_port
+from tests.helpers.langgraph_dev import langgraph_dev as running_langgraph_dev
+from tests.helpers.langgraph_traffic import DEV_ENV
 
-STARTUP_GUARD_S = 60
 RUN_GUARD_S = 30
 QUESTION = "what is 17*23 and how many primes are below 200000?"
-MODEL_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AGENT_OPENAI_API_KEY", "AGENT_OPENAI_BASE_URL")
 
 
 @pytest.fixture
 def langgraph_dev(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in MODEL_ENV}
-    env |= {
-        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-        "LANGSMITH_TRACING": "false",
-        "AGENT_CHECKPOINT_URL": "memory://",
-    }
-    log = (tmp_path / "langgraph-dev.log").open("w")
-    command = [
-        str(Path(sys.executable).parent / "langgraph"),
-        "dev",
-        "--no-browser",
-        "--no-reload",
-        "--port",
-        str(port),
-        "--config",
-        str(REPO / "langgraph.json"),
-    ]
-    server = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_GUARD_S
-        while not ready(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"langgraph dev did not start:\n{(tmp_path / 'langgraph-dev.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.1)
+    with running_langgraph_dev(tmp_path, **DEV_ENV, AGENT_DATA_DIR=str(tmp_path)) as url:
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
-
-
-def ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/ok", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 async def stream_run(client, thread_id: str, text: str) -> list:

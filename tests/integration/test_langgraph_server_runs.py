@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import httpx
+import langgraph.version
 import pytest
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
@@ -81,10 +82,10 @@ def settings(**overrides) -> ServiceSettings:
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[tuple[str, object]]:
+def base() -> Iterator[str]:
     app = create_app(settings(sse_ping_s=0.2), model=OfflineChatModel(), tools=[calculator, count_primes, file_search])
     with serving(app) as url:
-        yield f"{url}/langgraph", app
+        yield f"{url}/langgraph"
         open_all()
 
 
@@ -93,11 +94,6 @@ def open_all() -> None:
     for held in GATES.values():
         if not held.opened.done():
             held.open()
-
-
-@pytest.fixture
-def base(served) -> str:
-    return served[0]
 
 
 def ask(text: str) -> dict:
@@ -134,6 +130,11 @@ async def test_a_stream_sends_metadata_then_tokens_tool_records_updates_and_valu
     run = await client.runs.get(thread, run_id)
     assert run["status"] == "success" and run["assistant_id"] == "fe096781-5601-53d2-b2f6-0d3403f7e9ca"
     assert run["kwargs"]["stream_mode"] == MODES
+    described = {"run_id": run_id, "thread_id": thread, "user_id": "", "run_attempt": 1,
+                 "langgraph_version": langgraph.version.__version__}
+    assert all(meta.items() >= described.items() for _, meta in model_tokens), "as langgraph_api describes a run"
+    assert run["kwargs"]["config"]["metadata"].items() >= described.items()
+    assert (await client.threads.get_state(thread))["metadata"]["run_id"] == run_id
     assert [r["run_id"] for r in await client.runs.list(thread)] == [run_id]
     assert (await client.threads.get(thread))["metadata"]["graph_id"] == "agent"
 
@@ -268,6 +269,25 @@ async def test_the_location_a_stream_names_is_reopened_through_the_prefix_as_the
     assert [p.id for p in again] == [f.id for f in first[1:]]
 
 
+async def test_a_last_event_id_before_every_event_replays_the_run_from_its_start(base):
+    """``-1`` is the JS SDK's ``joinStream`` default (and a reloaded page's); ``langgraph dev``
+    replays from the start for it, for ``0`` and for ``-`` (its ids compare as text)."""
+    client = get_client(url=base)
+    thread = await new_thread(client)
+    async with asyncio.timeout(GUARD_S):
+        sent = [p async for p in client.runs.stream(thread, "agent", input=ask("what is 3*4?"), stream_resumable=True)]
+        run_id = sent[0].data["run_id"]
+        replays = {start: [p.id async for p in client.runs.join_stream(thread, run_id, last_event_id=start)]
+                   for start in ("-1", "0", "-")}
+        after_first = [p.id async for p in client.runs.join_stream(thread, run_id, last_event_id=sent[0].id)]
+    with pytest.raises(UnprocessableEntityError):
+        await anext(client.runs.join_stream(thread, run_id, last_event_id="not-an-id"))
+
+    assert len(sent) > 2
+    assert replays == {start: [p.id for p in sent] for start in replays}
+    assert after_first == [p.id for p in sent[1:]]
+
+
 async def test_cancel_stops_a_running_run_and_a_second_cancel_gets_404(base):
     client = get_client(url=base)
     thread = await new_thread(client)
@@ -282,6 +302,46 @@ async def test_cancel_stops_a_running_run_and_a_second_cancel_gets_404(base):
     state = await client.threads.get_state(thread)
     assert state["values"]["messages"][-1]["type"] == "tool", "the stopped call's result is settled"
     assert not held.opened.done()
+
+
+async def test_after_a_cancel_wait_join_and_cancel_wait_answer_the_settled_thread(base):
+    """A stop settles the thread after the run's last ``values`` frame (the stopped call gets its
+    "cancelled" result): every answer of the run's values is that settled state, as ``langgraph
+    dev``'s agree with its state."""
+    client = get_client(url=base)
+    thread = await new_thread(client)
+    ask_held, held = gate()
+    created = []
+    async with asyncio.timeout(GUARD_S):
+        waiting = asyncio.create_task(client.runs.wait(thread, "agent", input=ask(ask_held), on_run_created=created.append))
+        await held.running()
+        cancelled = await client.runs.cancel(thread, created[0]["run_id"], wait=True)
+        waited = await waiting
+        joined = await client.runs.join(thread, created[0]["run_id"])
+    state = (await client.threads.get_state(thread))["values"]
+
+    assert [m["type"] for m in state["messages"]] == ["human", "ai", "tool"]
+    assert state["messages"][-1]["status"] == "error" and "cancelled" in state["messages"][-1]["content"]
+    assert waited == joined == cancelled == state
+    assert not held.opened.done()
+
+
+async def test_a_stopped_run_that_started_from_a_checkpoint_is_settled_too(base):
+    """agent-chat-ui's edit and regenerate run from a checkpoint: a stop during such a run settles
+    the run's newest checkpoint (its call gets its "cancelled" result), not the one it started from."""
+    client = get_client(url=base)
+    thread = await new_thread(client)
+    ask_held, held = gate()
+    async with asyncio.timeout(GUARD_S):
+        await client.runs.wait(thread, "agent", input=ask("what is 2*3?"))
+        head = (await client.threads.get_state(thread))["checkpoint"]
+        run = await client.runs.create(thread, "agent", input=ask(ask_held), checkpoint=head)
+        await held.running()
+        await client.runs.cancel(thread, run["run_id"], wait=True)
+    state = await client.threads.get_state(thread)
+
+    assert [m["type"] for m in state["values"]["messages"]][-3:] == ["human", "ai", "tool"]
+    assert "cancelled" in state["values"]["messages"][-1]["content"] and state["next"] == []
 
 
 async def test_multitask_strategies_on_a_busy_thread_answer_as_langgraph_dev(base):
@@ -354,17 +414,15 @@ async def test_unknown_threads_assistants_and_runs_get_langgraph_devs_answers(ba
     assert [(p.event, p.data) for p in parts] == [("error", {"error": "HTTPException", "message": "404: Run not found"})]
 
 
-async def test_if_not_exists_create_makes_the_thread_and_stateless_runs_delete_theirs_unless_kept(served):
-    base, app = served
+async def test_if_not_exists_create_makes_the_thread_and_stateless_runs_delete_theirs_unless_kept(base):
     client = get_client(url=base)
     fresh = str(uuid.uuid4())
     async with asyncio.timeout(GUARD_S):
         made = await client.runs.wait(fresh, "agent", input=ask("what is 4*4?"), if_not_exists="create",
                                       metadata={"source": "test"})
-        gone, temporary = [], None
-        async for part in client.runs.stream(None, "agent", input=ask("what is 5*5?")):
-            gone.append(part)
-            temporary = temporary or app.state.run_records.get(part.data["run_id"]).thread_id
+        gone = [p async for p in client.runs.stream(None, "agent", input=ask("what is 5*5?"),
+                                                     stream_mode=["values", "messages-tuple"])]
+        temporary = next(meta["thread_id"] for p in gone if p.event == "messages" for _, meta in [p.data])
         created = []
         kept = await client.runs.wait(None, "agent", input=ask("what is 6*6?"), on_completion="keep",
                                       on_run_created=created.append)
@@ -372,7 +430,7 @@ async def test_if_not_exists_create_makes_the_thread_and_stateless_runs_delete_t
     assert made["messages"][-1]["content"] == "4*4 = 16."
     assert (await client.threads.get(fresh))["metadata"] == {
         "graph_id": "agent", "assistant_id": "fe096781-5601-53d2-b2f6-0d3403f7e9ca", "source": "test"}
-    assert gone[-1].data["messages"][-1]["content"] == "5*5 = 25."
+    assert [p.data for p in gone if p.event == "values"][-1]["messages"][-1]["content"] == "5*5 = 25."
     with pytest.raises(NotFoundError):  # gone by the time its stream closed
         await client.threads.get(temporary)
     assert kept["messages"][-1]["content"] == "6*6 = 36."
