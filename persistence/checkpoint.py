@@ -15,6 +15,8 @@ Each SQLite or PostgreSQL saver also prunes old checkpoints in the background
 (``agent_ng.persistence.retention``; ``retention`` defaults to the settings' ``AGENT_RETENTION_*``).
 A PostgreSQL database that is unreachable or does not answer fails each operation within
 ``timeout_s`` (``AGENT_CHECKPOINT_TIMEOUT_S``) with ``CheckpointUnavailableError``.
+Every saver also deletes one run's checkpoints (``adelete_for_runs``, what LangGraph Server's
+``multitask_strategy="rollback"`` calls; ``agent_ng.persistence.run_deletion``).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.memory import InMemorySaver
 
 from agent_ng.persistence.retention import Retention, retain
+from agent_ng.persistence.run_deletion import RunDeletingMemorySaver, RunDeletingSqliteSaver
 from agent_ng.persistence.thread_lock import FileThreadLocks, PostgresThreadLocks, attach
 from agent_ng.settings import Settings
 
@@ -60,7 +62,7 @@ async def open_checkpointer(
     """The saver ``url`` names, its tables set up, with the thread locks and background pruning of its kind."""
     scheme, _, rest = url.partition("://")
     if scheme == "memory":
-        yield InMemorySaver()
+        yield RunDeletingMemorySaver()
         return
     if retention is None or lock_url is None or timeout_s is None:
         settings = Settings()
@@ -68,12 +70,10 @@ async def open_checkpointer(
         lock_url = lock_url if lock_url is not None else settings.checkpoint_lock_url
         timeout_s = timeout_s or settings.checkpoint_timeout_s
     if scheme == "sqlite":
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
         path = sqlite_path(url)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        async with AsyncSqliteSaver.from_conn_string(path) as saver:
+        async with RunDeletingSqliteSaver.from_conn_string(path) as saver:
             await saver.conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             await saver.setup()
             await saver.conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")

@@ -5,8 +5,10 @@ once: a pooler restart closes them all. ``ReconnectingPostgresSaver`` turns that
 retried operation: when an operation fails because its connection is gone, it has the pool test
 its idle connections (``AsyncConnectionPool.check``: broken ones are replaced) and runs the
 operation once more. Every retried operation is idempotent: ``aput`` and ``aput_writes`` are
-upserts, the others read, so a write that reached the database before the connection dropped is
-written again unchanged and no checkpoint is lost. Any other error is raised as before.
+upserts, the deletions delete what is still there, the others read, so a write that reached the
+database before the connection dropped is written again unchanged and no checkpoint is lost. Any
+other error is raised as before. It also deletes one run's checkpoints (``adelete_for_runs``,
+``agent_ng.persistence.run_deletion``), as ``multitask_strategy="rollback"`` asks.
 
 A database that cannot be reached, or does not answer (a dropped network keeps a query waiting
 for ever), costs at most ``timeout_s`` per operation, retry included (``within``): the operation
@@ -19,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg.conninfo import conninfo_to_dict
 
+from agent_ng.persistence.run_deletion import blocking, delete_postgres_runs
 from agent_ng.persistence.unavailable import CheckpointUnavailableError
 
 log = logging.getLogger(__name__)
@@ -139,6 +142,13 @@ class ReconnectingPostgresSaver(AsyncPostgresSaver):
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self._once_more(lambda: super(ReconnectingPostgresSaver, self).adelete_thread(thread_id))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        run_ids = list(run_ids)
+        await self._once_more(lambda: delete_postgres_runs(self, run_ids))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        blocking(self, lambda: self.adelete_for_runs(run_ids))
 
     async def alist(self, config: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """Read whole before the first is yielded (the rows are all fetched first anyway), so

@@ -36,6 +36,7 @@ from uuid import UUID
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from agent_ng.persistence.pg_checkpoints import delete_checkpoints
 from agent_ng.persistence.thread_lock import ThreadBusyError, locks_of
 
 log = logging.getLogger(__name__)
@@ -226,40 +227,13 @@ class PostgresStore:
                 [(r["checkpoint_ns"], r["checkpoint_id"], r["parent_checkpoint_id"]) for r in rows], keep
             )
             for ns in {ns for ns, _, _ in deleted}:
-                ids = [cid for n, cid, _ in deleted if n == ns]
-                await run(
-                    "DELETE FROM checkpoint_writes WHERE thread_id = %s AND checkpoint_ns = %s "
-                    "AND checkpoint_id = ANY(%s)",
-                    (thread_id, ns, ids),
-                )
-                freed = await run(
-                    "DELETE FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = %s "
-                    "AND checkpoint_id = ANY(%s) RETURNING checkpoint -> 'channel_versions' AS v",
-                    (thread_id, ns, ids),
-                )
+                await delete_checkpoints(run, thread_id, ns, [cid for n, cid, _ in deleted if n == ns])
                 await run(
                     "UPDATE checkpoints SET parent_checkpoint_id = NULL WHERE thread_id = %s "
                     "AND checkpoint_ns = %s AND checkpoint_id = ANY(%s)",
                     (thread_id, ns, [cid for n, cid in orphans(kept, deleted) if n == ns]),
                 )
-                referenced = await run(
-                    "SELECT checkpoint -> 'channel_versions' AS v FROM checkpoints "
-                    "WHERE thread_id = %s AND checkpoint_ns = %s",
-                    (thread_id, ns),
-                )
-                garbage = versions(freed) - versions(referenced)
-                for channel in {c for c, _ in garbage}:
-                    await run(
-                        "DELETE FROM checkpoint_blobs WHERE thread_id = %s AND checkpoint_ns = %s "
-                        "AND channel = %s AND version = ANY(%s)",
-                        (thread_id, ns, channel, [v for c, v in garbage if c == channel]),
-                    )
         return len(deleted)
-
-
-def versions(rows: list[dict]) -> set[tuple[str, str]]:
-    """The ``(channel, version)`` blobs that the ``channel_versions`` in ``rows`` point at."""
-    return {(channel, str(version)) for r in rows for channel, version in (r["v"] or {}).items()}
 
 
 def store_of(saver: BaseCheckpointSaver) -> Store:

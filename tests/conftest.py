@@ -43,3 +43,14 @@ def checkpoint_url(request, tmp_path) -> str:
         return f"sqlite:///{tmp_path / 'checkpoints.db'}"
     need("postgres")
     return POSTGRES_URL
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def any_checkpoint_url(request, tmp_path) -> str:
+    """Every checkpointer ``open_checkpointer`` opens: ``memory://`` besides ``checkpoint_url``'s two."""
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'checkpoints.db'}"
+    need("postgres")
+    return POSTGRES_URL

@@ -10,9 +10,8 @@ what a model cannot alone, in ``langgraph dev``'s order (a bad body before an un
 
 Where this server differs, it says so with a 422 rather than ignore a request: an unknown body
 field or stream mode, both ``input`` and ``command`` (``langgraph dev`` drops the input),
-``multitask_strategy`` / ``action`` ``"rollback"`` (our checkpointers cannot delete one run's
-checkpoints), ``interrupt_before`` / ``interrupt_after``, webhooks, ``after_seconds``, input
-keys other than ``messages``, LangGraph's internal configurable keys. ``durability`` defaults to
+``interrupt_before`` / ``interrupt_after``, webhooks, ``after_seconds``, input keys other than
+``messages``, LangGraph's internal configurable keys. ``durability`` defaults to
 ``"sync"`` (each step stored before its tools start), not ``"async"``.
 """
 
@@ -25,7 +24,7 @@ import langgraph.version
 from fastapi import HTTPException, Request
 from langchain_core.messages import convert_to_messages
 from langgraph.types import Command
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from agent_ng.service.inputs import invalid, not_text
 from agent_ng.service.langgraph_server.assistants import ASSISTANT_ID, GRAPH_ID
@@ -41,10 +40,6 @@ SERVER_KEYS = frozenset({"thread_id", "checkpoint_id", "checkpoint_ns", "checkpo
 """``configurable`` keys that address the run's checkpoint rather than configure the graph."""
 INPUT_KEYS = ("messages",)
 """The agent's input: its conversation (the rest of its state is its own)."""
-NO_ROLLBACK = (
-    "'rollback' is not supported: the service's checkpointers cannot delete one run's "
-    "checkpoints; use 'interrupt' (the run stops, what it finished is kept)"
-)
 
 StreamMode = Literal[STREAM_MODES]
 
@@ -100,13 +95,6 @@ class ThreadRunBody(RunBody):
     checkpoint_id: str | None = None
     if_not_exists: Literal["create", "reject"] = "reject"
     multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "enqueue"
-
-    @field_validator("multitask_strategy")
-    @classmethod
-    def _no_rollback(cls, value: str) -> str:
-        if value == "rollback":
-            raise ValueError(NO_ROLLBACK)
-        return value
 
 
 class StatelessRunBody(RunBody):

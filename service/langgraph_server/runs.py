@@ -24,7 +24,9 @@ Thread ids follow the service's id rule (any id the native routes take), not onl
 input on a thread waiting for approval is refused (409) as on the native routes: resume it with
 ``command``. A thread's runs are this replica's (the records are kept in its process), so
 ``multitask_strategy="interrupt"`` cancels those, and a native run ahead is waited for; a run's
-stream, join and cancel reach it on any replica sharing the Redis event log.
+stream, join and cancel reach it on any replica sharing the Redis event log. ``"rollback"`` (and
+cancel ``action="rollback"``) cancels as ``"interrupt"`` does, then deletes what the runs wrote
+and their records (``roll_back``), as ``langgraph dev`` does.
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from agent_ng.contract import AgentEvent, EventType
 from agent_ng.graph.events import Part, is_new_input
+from agent_ng.persistence.run_deletion import RunDeletionRefusedError
 from agent_ng.persistence.thread_records import thread_exists, update_thread
 from agent_ng.persistence.threads import saver_of, thread_config
 from agent_ng.service.background import BackgroundRuns
-from agent_ng.service.inputs import RunId, ThreadId, invalid
+from agent_ng.service.inputs import RunId, ThreadId
 from agent_ng.service.langgraph_server.assistants import ASSISTANT_ID, GRAPH_ID
 from agent_ng.service.langgraph_server.frames import Frames, run_status
 from agent_ng.service.langgraph_server.run_answers import (
@@ -60,11 +63,11 @@ from agent_ng.service.langgraph_server.run_answers import (
     sse_response,
     stream_headers,
     stream_response,
+    thread_result,
     waiting,
     waiting_response,
 )
 from agent_ng.service.langgraph_server.run_bodies import (
-    NO_ROLLBACK,
     NOT_FOUND,
     RunBody,
     StatelessRunBody,
@@ -212,10 +215,12 @@ async def cancel_run(
     action: Literal["interrupt", "rollback"] = "interrupt",
 ) -> Response:
     """202 once asked (the run of this replica has stopped by then); with ``wait``, 200 with the
-    thread's values once the run has ended, wherever it ran. A run that ended: 404."""
-    if action == "rollback":
-        invalid(("query", "action"), NO_ROLLBACK)
-    runs = runs_of(request)
+    thread's values once the run has ended, wherever it ran. A run that ended: 404.
+
+    ``action="rollback"``: 202 once the run's checkpoints and record are deleted too, ``wait``
+    answering the thread's values as they were before it; a running run with runs queued behind
+    it is only cancelled (they start as it stops, from what it wrote), logged."""
+    runs, records = runs_of(request), records_of(request)
     if await runs.events.thread_of(run_id) != thread_id:
         raise HTTPException(404, "No runs found to cancel.")
     if await runs.events.ended(run_id):
@@ -224,10 +229,16 @@ async def cancel_run(
             "No matching runs to cancel. Please verify the thread ID and run IDs are correct, "
             "and the runs haven't been deleted or completed.",
         )
+    rolling_back = action == "rollback"
+    if rolling_back and queued_behind(records, thread_id, run_id):
+        log.warning("run %s was not rolled back, only cancelled: runs queued behind it build on it", run_id)
+        rolling_back = False
     await cancel(runs, run_id)
+    rolled_back = rolling_back and await roll_back(request, [run_id])
     if not wait:
         return Response(status_code=202)
-    result = outcome(runs, request.app.state.runner.graph, thread_id, run_id)
+    graph = request.app.state.runner.graph
+    result = values_now(graph, thread_id) if rolled_back else outcome(runs, graph, thread_id, run_id)
     return StreamingResponse(waiting(result), media_type="application/json", headers=join_headers(thread_id, run_id))
 
 
@@ -291,16 +302,19 @@ async def thread_for_run(graph: Any, thread_id: str, body: RunBody) -> dict[str,
 
 async def take_turn(request: Request, thread_id: str, strategy: str, input: Any) -> None:
     """Apply ``multitask_strategy`` on a busy thread: ``reject`` is a 409, ``interrupt`` cancels
-    the thread's runs first, ``enqueue`` lets the run wait its turn (the runner's queue). New
-    input on a thread waiting for approval is refused (409) unless a run is ahead of it (that
-    run's end decides)."""
+    the thread's runs first (newest first: the queued ones never start), ``rollback`` also deletes
+    what they wrote, ``enqueue`` lets the run wait its turn (the runner's queue). New input on a
+    thread waiting for approval is refused (409) unless a run is ahead of it (that run's end
+    decides)."""
     runner, runs = request.app.state.runner, runs_of(request)
     ahead = records_of(request).active(thread_id)
     if strategy == "reject" and (ahead or runner.busy(thread_id)):
         raise HTTPException(409, BUSY)
-    if strategy == "interrupt":
+    if strategy in ("interrupt", "rollback"):
         for run in ahead:
             await cancel(runs, run.run_id)
+    if strategy == "rollback" and ahead:
+        await roll_back(request, [run.run_id for run in ahead])
     if is_new_input(input) and not runner.busy(thread_id):
         await runner.ready(thread_id)
 
@@ -321,12 +335,47 @@ def recorder(records: RunRecords, run_id: str, frames: Frames) -> Callable[[Agen
     return record
 
 
+async def roll_back(request: Request, run_ids: list[str]) -> bool:
+    """Delete what stopped runs wrote (``adelete_for_runs``) and their records, as ``langgraph
+    dev`` deletes a run rolled back: their thread is as it was before them. Each run's log is read
+    to its end first (a run of another replica has stopped and settled there). When the saver
+    refuses (``RunDeletionRefusedError``: retention pruned what came before, or a later checkpoint
+    stands on them) they stay as ``interrupt`` leaves them, logged, and the answer is False."""
+    for run_id in run_ids:
+        await until_ended(runs_of(request), run_id)
+    try:
+        await saver_of(request.app.state.runner.graph).adelete_for_runs(run_ids)
+    except RunDeletionRefusedError as e:
+        log.warning("%s; it stays as cancelled", e)
+        return False
+    for run_id in run_ids:
+        records_of(request).discard(run_id)
+    return True
+
+
+def queued_behind(records: RunRecords, thread_id: str, run_id: str) -> bool:
+    """Whether runs wait behind the running ``run_id``: they start as soon as it stops, on what it
+    wrote, so deleting that would pull the ground from under them."""
+    run = records.get(run_id)
+    return run is not None and run.status == "running" and len(records.active(thread_id)) > 1
+
+
+async def values_now(graph: Any, thread_id: str) -> bytes:
+    """What a rolled-back run's cancel with ``wait`` answers: the thread's values, as before it."""
+    return dumps(await thread_result(graph, thread_id))
+
+
+async def until_ended(runs: BackgroundRuns, run_id: str) -> None:
+    """Return once the run's log has its ``run_end``."""
+    async with aclosing(runs.events.read(run_id)) as entries:
+        async for _ in entries:
+            pass
+
+
 async def delete_when_ended(runs: BackgroundRuns, records: RunRecords, graph: Any, run_id: str, thread_id: str) -> None:
     """Delete a stateless run's thread (checkpoints and record) once its run has ended."""
     try:
-        async with aclosing(runs.events.read(run_id)) as entries:
-            async for _ in entries:
-                pass
+        await until_ended(runs, run_id)
         await saver_of(graph).adelete_thread(thread_id)
         records.forget_thread(thread_id)
     except Exception as e:

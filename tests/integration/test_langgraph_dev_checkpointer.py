@@ -5,7 +5,8 @@ Each test runs the real ``langgraph dev`` (``tests.helpers.langgraph_dev``) and 
 ``agent-ng`` command on one SQLite file (``AGENT_CHECKPOINT_URL``), offline, and reads the
 thread back with our own code (``show_thread`` over ``open_checkpointer``). ``langgraph dev``
 keeps its own thread records in ``.langgraph_api/`` of its working directory; the restart tests
-show what a thread needs when those records are kept, and when they are gone.
+show what a thread needs when those records are kept, and when they are gone. A rollback
+deletes one run's checkpoints from our file (``agent_ng.persistence.run_deletion``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from agent_ng.persistence.checkpoint import open_checkpointer
 from agent_ng.persistence.thread_lock import locks_of
 from agent_ng.persistence.threads import ThreadHistory, ThreadNotFoundError, show_thread
 from tests.helpers.langgraph_dev import langgraph_dev
+from tests.helpers.langgraph_traffic import LONG
 from tests.helpers.paths import REPO
 
 RUN_GUARD_S = 30
@@ -173,3 +175,29 @@ async def test_a_langgraph_dev_run_on_a_thread_another_process_is_running_is_ref
     assert run["status"] == "error"
     assert kinds(answered["messages"]) == FIRST_TURN
     assert kinds((await stored(tmp_path, thread_id)).messages) == FIRST_TURN
+
+
+async def test_langgraph_dev_rolls_a_busy_run_back_out_of_our_sqlite_file(tmp_path):
+    """``multitask_strategy="rollback"`` has langgraph dev call our saver's ``adelete_for_runs``:
+    the busy run's checkpoints leave our file, and the next run goes on from the thread before it
+    (it recalls the question asked before the rolled-back one)."""
+    with langgraph_dev(tmp_path, **database(tmp_path)) as url:
+        client = get_client(url=url)
+        thread_id = (await client.threads.create())["thread_id"]
+        await ask_through_sdk(url, thread_id, QUESTION)
+        busy = await client.runs.create(thread_id, "agent", input={"messages": [{"role": "user", "content": LONG}]},
+                                        stream_mode=["custom"], stream_resumable=True)
+        async with asyncio.timeout(RUN_GUARD_S):
+            async for part in client.runs.join_stream(thread_id, busy["run_id"], last_event_id="-1"):
+                if part.event == "custom" and part.data.get("agent_ng") == "tool_progress":
+                    break
+            second = await client.runs.create(thread_id, "agent", multitask_strategy="rollback",
+                                              input={"messages": [{"role": "user", "content": RECALL}]})
+            answered = await client.runs.join(thread_id, second["run_id"])
+        with pytest.raises(httpx.HTTPStatusError) as gone:
+            await client.runs.get(thread_id, busy["run_id"])
+
+    assert gone.value.response.status_code == 404, "langgraph dev deletes a rolled-back run"
+    assert answered["messages"][-1]["content"] == RECALLED
+    history = await stored(tmp_path, thread_id)
+    assert kinds(history.messages) == [*FIRST_TURN, "human", "ai"] and LONG not in {m.text for m in history.messages}

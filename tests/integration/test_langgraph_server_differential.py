@@ -46,10 +46,6 @@ INTENDED: dict[tuple[str, ...], tuple[Any, ...]] = {
     # The graph name is an assistant id everywhere (the issue's rule); langgraph dev takes it
     # for runs only.
     ("assistants", "GET /assistants/agent"): (422, 200, ""),
-    # rollback needs a checkpointer that deletes one run's checkpoints: ours cannot, and say so
-    # (422); langgraph dev on the same checkpointer fails (500, adelete_for_runs missing) and
-    # drops the connection.
-    ("busy", "rollback"): (500, 422, "rollback"),
     # A cancel keeps what the user saw (docs/guarantees.md): the stopped call gets its
     # "cancelled" result and the thread is idle; langgraph dev leaves the call unanswered and
     # the thread interrupted.
@@ -61,10 +57,10 @@ INTENDED: dict[tuple[str, ...], tuple[Any, ...]] = {
     # the same whichever of agent-ng ask, the native route or /langgraph wrote it.
     ("shape", "threads"): (r"threads\.(state|state_at|history\[\d+\])\.metadata\.thread_id: langgraph dev only",),
 }
-"""Where we answer otherwise on purpose. ``(scenario, case)``: a request we answer with
-another status, as (langgraph dev's, ours, what our refusal must name); ``("busy", strategy,
-key)``: a recorded outcome of a busy thread, as (langgraph dev's, ours); ``("shape",
-scenario)``: the shape differences we have, as patterns of the lines that report them."""
+"""Where we answer otherwise on purpose. ``("errors", case)`` (and ``(scenario, request)``): a
+request we answer with another status, as (langgraph dev's, ours, what our refusal must name);
+``("busy", strategy, key)``: a recorded outcome of a busy thread, as (langgraph dev's, ours);
+``("shape", scenario)``: the shape differences we have, as patterns of the lines that report them."""
 DEPLOYMENT_KEYS = frozenset({
     "langgraph_plan", "langgraph_host", "langgraph_api_url", "langgraph_api_version", "langgraph_auth_user",
     "langgraph_auth_user_id", "langgraph_auth_permissions", "langgraph_request_id", "__request_start_time_ms__",
@@ -249,9 +245,6 @@ def test_a_second_run_on_a_busy_thread_is_treated_as_langgraph_dev_treats_it(rec
     lines = failed(dev, ours, "busy")
     for strategy in [] if lines else dev:
         d, o = dev[strategy], ours[strategy]
-        if ("busy", strategy) in INTENDED:
-            lines += refused_otherwise(d, o, strategy)
-            continue
         if failure := failed(d, o, f"busy.{strategy}"):
             lines += failure
             continue
@@ -266,15 +259,3 @@ def test_a_second_run_on_a_busy_thread_is_treated_as_langgraph_dev_treats_it(rec
         lines += responses_differences(d["responses"], o["responses"], f"busy.{strategy}")
     assert not lines, report(lines)
 
-
-def refused_otherwise(dev: dict, ours: dict, strategy: str) -> list[str]:
-    """A second run we refuse on purpose: both statuses as ``INTENDED`` says (langgraph dev's
-    from its responses, since its client may fail on it), our refusal naming the field."""
-    dev_status, our_status, field = INTENDED[("busy", strategy)]
-    creates = [r["status"] for r in dev["responses"] if r["request"] == "POST /threads/{id}/runs"]
-    if creates[1:2] != [dev_status]:
-        return [f"busy.{strategy}: the second run got {creates[1:2]} in langgraph dev, not {dev_status}"]
-    if "failed" in ours or ours["second_status"] != our_status or field not in ours["second_detail"]:
-        return [f"busy.{strategy}: {ours.get('failed') or ours['second_status']} "
-                f"{ours.get('second_detail', '')!r} in ours, not {our_status} naming {field!r}"]
-    return []

@@ -358,9 +358,6 @@ async def test_multitask_strategies_on_a_busy_thread_answer_as_langgraph_dev(bas
     assert refused.value.response.status_code == 409
     queued = await client.runs.create(thread, "agent", input=ask("what is 5*5?"), multitask_strategy="enqueue")
     assert (await client.runs.get(thread, queued["run_id"]))["status"] == "pending"
-    with pytest.raises(UnprocessableEntityError) as unsupported:
-        await client.runs.create(thread, "agent", input=ask("2*2?"), multitask_strategy="rollback")
-    assert unsupported.value.body["detail"][0]["loc"] == ["body", "multitask_strategy"]
     async with asyncio.timeout(GUARD_S):
         last = await client.runs.wait(thread, "agent", input=ask("what is 7*7?"), multitask_strategy="interrupt")
 
@@ -368,6 +365,49 @@ async def test_multitask_strategies_on_a_busy_thread_answer_as_langgraph_dev(bas
     assert statuses[first["run_id"]] == statuses[queued["run_id"]] == "interrupted"
     assert last["messages"][-1]["content"] == "7*7 = 49."
     assert list(statuses.values())[0] == "success", "newest first"
+
+
+async def test_rollback_on_a_busy_thread_deletes_the_running_run_so_the_next_one_starts_where_the_thread_was(base):
+    client = get_client(url=base)
+    thread = await new_thread(client)
+    async with asyncio.timeout(GUARD_S):
+        await client.runs.wait(thread, "agent", input=ask("what is 2*3?"))
+    earlier = (await client.threads.get_state(thread))["values"]["messages"]
+    ask_held, held = gate()
+    first = await client.runs.create(thread, "agent", input=ask(ask_held))
+    await held.running()
+    created = []
+    async with asyncio.timeout(GUARD_S):
+        answer = await client.runs.wait(thread, "agent", input=ask("what is 7*7?"), multitask_strategy="rollback",
+                                        on_run_created=created.append)
+    messages = (await client.threads.get_state(thread))["values"]["messages"]
+
+    assert messages[: len(earlier)] == earlier
+    assert [(m["type"], m["content"]) for m in messages[len(earlier):] if m["type"] != "tool"] == [
+        ("human", "what is 7*7?"), ("ai", ""), ("ai", "7*7 = 49.")], "nothing of the first run is left"
+    assert answer["messages"] == messages
+    with pytest.raises(NotFoundError):
+        await client.runs.get(thread, first["run_id"])
+    assert created[0]["run_id"] in [r["run_id"] for r in await client.runs.list(thread)]
+    assert not held.opened.done()
+
+
+async def test_cancel_with_rollback_leaves_the_thread_as_it_was_before_the_run(base):
+    client = get_client(url=base)
+    thread = await new_thread(client)
+    async with asyncio.timeout(GUARD_S):
+        await client.runs.wait(thread, "agent", input=ask("what is 2*3?"))
+    earlier = await client.threads.get_state(thread)
+    ask_held, held = gate()
+    run = await client.runs.create(thread, "agent", input=ask(ask_held))
+    await held.running()
+    async with asyncio.timeout(GUARD_S):
+        answered = await client.runs.cancel(thread, run["run_id"], wait=True, action="rollback")
+    now = await client.threads.get_state(thread)
+
+    assert now["checkpoint"] == earlier["checkpoint"] and now["values"] == earlier["values"] == answered
+    with pytest.raises(NotFoundError):
+        await client.runs.get(thread, run["run_id"])
 
 
 async def test_unsupported_fields_and_values_are_422s_that_name_them(base):
@@ -387,8 +427,6 @@ async def test_unsupported_fields_and_values_are_422s_that_name_them(base):
             r = await http.post(f"/threads/{thread}/runs/stream", json=body)
             assert r.status_code == 422, (extra, r.text)
             assert any(e["loc"][: len(loc)] == loc for e in r.json()["detail"]), (loc, r.json())
-        r = await http.post(f"/threads/{thread}/runs/{uuid.uuid4()}/cancel", params={"action": "rollback"})
-        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "action"]
     assert await client.runs.list(thread) == [], "nothing was started"
 
 

@@ -40,7 +40,6 @@ from agent_ng.service.settings import ServiceSettings
 from tests.helpers.live_server import serving
 from tests.helpers.scripted_model import Reply, ScriptedModel, calls
 from tests.helpers.sse import events
-from tests.helpers.system import POSTGRES_URL, need
 
 GUARD_S = 15
 THREAD_KEYS = {"thread_id", "created_at", "updated_at", "state_updated_at", "metadata", "status", "config", "values"}
@@ -445,20 +444,11 @@ async def test_a_thread_whose_latest_run_failed_is_in_error_and_one_with_a_pendi
     assert failed not in app.state.run_records.latest, "a deleted thread's runs are forgotten with it"
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def any_store(request, tmp_path) -> str:
-    """Every checkpointer the service runs on, memory too."""
-    if request.param == "memory":
-        return "memory://"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'records.db'}"
-    need("postgres")
-    return POSTGRES_URL
 
 
-async def test_a_thread_record_lives_beside_the_checkpoints_on_every_saver_and_goes_with_the_thread(any_store):
+async def test_a_thread_record_lives_beside_the_checkpoints_on_every_saver_and_goes_with_the_thread(any_checkpoint_url):
     cli, api = new_id(), new_id()
-    async with own_graph(any_store) as graph:
+    async with own_graph(any_checkpoint_url) as graph:
         for n in range(4):
             await graph.aupdate_state(thread_config(cli), {"messages": [("user", f"q{n}")]}, as_node="tools")
         first = [s async for s in graph.aget_state_history(thread_config(cli))][-1]
@@ -468,7 +458,7 @@ async def test_a_thread_record_lives_beside_the_checkpoints_on_every_saver_and_g
         records = [await get_record(graph, cli), await get_record(graph, api)]
         listed = [await thread_ids(graph.checkpointer), {i.thread_id for i in await list_threads(graph, limit=None)}]
         history = [s async for s in graph.aget_state_history(thread_config(cli))]
-        if any_store == "memory://":
+        if any_checkpoint_url == "memory://":
             for thread_id in (cli, api):
                 await graph.checkpointer.adelete_thread(thread_id)
         else:
