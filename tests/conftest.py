@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.openai_server import OpenAIServer, ScriptedOpenAI, running_server
-from tests.helpers.system import POSTGRES_URL, need
+from tests.helpers.system import POSTGRES_URL, REDIS_URL, need
 
 INTEGRATION = Path(__file__).parent / "integration"
 
@@ -54,3 +55,18 @@ def any_checkpoint_url(request, tmp_path) -> str:
         return f"sqlite:///{tmp_path / 'checkpoints.db'}"
     need("postgres")
     return POSTGRES_URL
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted after it."""
+    need("redis")
+    from redis import Redis
+
+    prefix = f"agent-ng-test:{uuid.uuid4().hex}:"
+    yield prefix
+    redis = Redis.from_url(REDIS_URL)
+    keys = list(redis.scan_iter(match=f"{prefix}*"))
+    if keys:
+        redis.delete(*keys)
+    redis.close()

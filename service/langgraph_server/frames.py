@@ -42,6 +42,7 @@ from agent_ng.contract import AgentEvent, EventType
 from agent_ng.engine.tool_calls import SHOWN_RESULTS
 from agent_ng.graph.events import EVENTS, Part
 from agent_ng.service.event_log import event_json
+from agent_ng.service.langgraph_server.schemas import checkpoint_json
 
 FRAME = "frame"
 """The ``type`` of a log entry that is an SSE frame (``{"type", "event", "data"}``)."""
@@ -171,8 +172,8 @@ def debug_checkpoint(payload: dict[str, Any] | None) -> dict[str, Any] | None:
     payload = without_our_keys(payload)
     return {
         **payload,
-        "checkpoint": checkpoint_of(payload["config"]),
-        "parent_checkpoint": checkpoint_of(payload.get("parent_config")),
+        "checkpoint": checkpoint_json(payload["config"]),
+        "parent_checkpoint": checkpoint_json(payload.get("parent_config")),
         "tasks": [_debug_task(t) for t in payload["tasks"]],
     }
 
@@ -197,15 +198,3 @@ def _debug_task(task: dict[str, Any]) -> dict[str, Any]:
     del task["state"]
     return task
 
-
-def checkpoint_of(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The checkpoint a config points at, as the API names one (``langgraph_api.state``)."""
-    configurable = (config or {}).get("configurable") or {}
-    if not configurable.get("thread_id") or not configurable.get("checkpoint_id"):
-        return None
-    checkpoint = {"checkpoint_id": configurable["checkpoint_id"], "thread_id": configurable["thread_id"]}
-    if "checkpoint_ns" in configurable:
-        checkpoint["checkpoint_ns"] = configurable["checkpoint_ns"] or ""
-    if "checkpoint_map" in configurable:
-        checkpoint["checkpoint_map"] = configurable["checkpoint_map"]
-    return checkpoint

@@ -170,3 +170,16 @@ def selected(item: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
     if value_keys and "values" not in select and isinstance(out.get("values"), dict):
         out["values"] = {k: v for k, v in out["values"].items() if k in value_keys}
     return out
+
+
+def checkpoint_json(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``langgraph_api.state.runnable_config_to_checkpoint``: the checkpoint a config points at."""
+    configurable = (config or {}).get("configurable") or {}
+    if not configurable.get("thread_id") or not configurable.get("checkpoint_id"):
+        return None
+    checkpoint = {"checkpoint_id": configurable["checkpoint_id"], "thread_id": configurable["thread_id"]}
+    if "checkpoint_ns" in configurable:
+        checkpoint["checkpoint_ns"] = configurable["checkpoint_ns"] or ""
+    if "checkpoint_map" in configurable:
+        checkpoint["checkpoint_map"] = configurable["checkpoint_map"]
+    return checkpoint

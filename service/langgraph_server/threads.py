@@ -40,6 +40,7 @@ from agent_ng.service.langgraph_server.schemas import (
     ThreadCreate,
     ThreadPatch,
     ThreadSearch,
+    checkpoint_json,
     contains,
     jsonable,
     selected,
@@ -77,19 +78,6 @@ def interrupt_json(interrupt: Interrupt) -> dict[str, Any]:
     return shown
 
 
-def checkpoint_json(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``langgraph_api.state.runnable_config_to_checkpoint``: the checkpoint a config points at."""
-    configurable = (config or {}).get("configurable") or {}
-    if not configurable.get("thread_id") or not configurable.get("checkpoint_id"):
-        return None
-    checkpoint = {"checkpoint_id": configurable["checkpoint_id"], "thread_id": configurable["thread_id"]}
-    if "checkpoint_ns" in configurable:
-        checkpoint["checkpoint_ns"] = configurable["checkpoint_ns"] or ""
-    if "checkpoint_map" in configurable:
-        checkpoint["checkpoint_map"] = configurable["checkpoint_map"]
-    return checkpoint
-
-
 def state_json(state: StateSnapshot) -> dict[str, Any]:
     """A ``ThreadState``, built as ``langgraph_api.state.state_snapshot_to_thread_state`` builds it."""
     return {
@@ -123,8 +111,7 @@ def state_json(state: StateSnapshot) -> dict[str, Any]:
 def thread_status(request: Request, thread_id: str, state: StateSnapshot) -> str:
     """``busy`` while a run holds the thread, ``interrupted`` while calls wait for approval,
     ``error`` when its latest run failed, else ``idle``."""
-    runs = getattr(request.app.state, "run_records", None)
-    latest = runs.latest_status(thread_id) if runs is not None else None
+    latest = request.app.state.run_records.latest_status(thread_id)
     if request.app.state.runner.busy(thread_id) or latest in ("pending", "running"):
         return "busy"
     if stored.status_of(state) == "interrupted":
@@ -265,8 +252,7 @@ async def delete_thread(thread_id: ThreadId, request: Request) -> Response:
                 raise not_found(thread_id) from None
     except ThreadBusyError as e:
         raise HTTPException(409, str(e)) from None
-    if (runs := getattr(request.app.state, "run_records", None)) is not None:
-        runs.forget_thread(thread_id)
+    request.app.state.run_records.forget_thread(thread_id)
     return Response(status_code=204)
 
 

@@ -25,7 +25,6 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.pregel.remote import RemoteGraph
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
-from redis import Redis
 
 from agent_ng.models.offline import OfflineChatModel
 from agent_ng.service.app import create_app
@@ -35,7 +34,7 @@ from agent_ng.tools.primes import count_primes
 from agent_ng.tools.registry import configure
 from tests.helpers.live_server import serving
 from tests.helpers.sse import events, frames
-from tests.helpers.system import REDIS_URL, need
+from tests.helpers.system import REDIS_URL
 
 GUARD_S = 15
 QUESTION = "what is 17*23 and how many primes are below 200000?"
@@ -213,17 +212,6 @@ async def test_a_background_run_is_joined_and_a_dropped_resumable_stream_resumes
     assert whole[0].event == "metadata" and len(rest) > 3
     assert joined["messages"][-1]["content"].endswith("6*7 = 42.")
     assert (await client.runs.get(thread, run["run_id"]))["status"] == "success"
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    need("redis")
-    prefix = f"agent-ng-test:{uuid.uuid4().hex}:"
-    yield prefix
-    redis = Redis.from_url(REDIS_URL)
-    if keys := list(redis.scan_iter(match=f"{prefix}*")):
-        redis.delete(*keys)
-    redis.close()
 
 
 async def test_through_redis_a_second_replica_joins_resumes_and_cancels_the_run_of_the_first(redis_prefix):

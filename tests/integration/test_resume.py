@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
 from weakref import WeakKeyDictionary
 
 import httpx
@@ -25,23 +24,11 @@ from tests.helpers.graph_runs import until_cancelled
 from tests.helpers.live_server import serving
 from tests.helpers.scripted_model import Reply, ScriptedModel, calls
 from tests.helpers.sse import Frame, events
-from tests.helpers.system import REDIS_URL, need
+from tests.helpers.system import REDIS_URL
 from tests.integration.test_service import GUARD_S, client, settings
 
 VOLATILE = {"t", "run_id", "tool_call_id", "elapsed_s", "eta_s"}
 """Fields that differ between two runs of the same script."""
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    need("redis")
-    prefix = f"agent-ng-test:{uuid.uuid4().hex}:"
-    yield prefix
-    redis = Redis.from_url(REDIS_URL)
-    keys = list(redis.scan_iter(match=f"{prefix}*"))
-    if keys:
-        redis.delete(*keys)
-    redis.close()
 
 
 @pytest.fixture(params=["memory", "redis"])
