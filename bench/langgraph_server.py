@@ -96,34 +96,13 @@ async def run(size: str = "full") -> Result:
 
 
 def plot(result: Result, directory: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result.data["rows"]
     panels = [
-        ("time to first token (ms)", [("ttft_p50_ms", "p50", "-"), ("ttft_p99_ms", "p99", "--")], "log"),
-        ("gap between tokens, p99 (ms)", [("gap_p99_ms", "", "-")], "linear"),
-        ("server CPU per token (us)", [("server_us_per_token", "", "-")], "linear"),
-        ("server RSS peak (MB)", [("server_rss_peak_mb", "", "-")], "linear"),
+        ("time to first token (ms)", [("ttft_p50_ms", "p50", "-"), ("ttft_p99_ms", "p99", "--")]),
+        ("gap between tokens, p99 (ms)", [("gap_p99_ms", "", "-")]),
+        ("server CPU per token (us)", [("server_us_per_token", "", "-")]),
+        ("server RSS peak (MB)", [("server_rss_peak_mb", "", "-")]),
     ]
     colors = {OURS_LANGGRAPH: "tab:blue", DEV: "tab:red", NATIVE: "tab:gray"}
-    fig, axes = plt.subplots(1, len(panels), figsize=(20, 4.5))
-    for ax, (title, series, scale) in zip(axes, panels, strict=True):
-        for server, color in colors.items():
-            mine = [r for r in rows if r["server"] == server]
-            for key, label, style in series:
-                ax.plot([r["k"] for r in mine], [r[key] for r in mine], style, marker="o", color=color,
-                        label=f"{server} {label}".strip())
-        ax.set_xscale("log")
-        ax.set_yscale(scale)
-        ax.set_xlabel("concurrent streams K")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(
-        f"LangGraph Server API load: {result.data['tokens']} tokens at {result.data['rate']:g} tokens/s per "
-        f"stream, one process per server, {result.machine['nproc']} cores"
-    )
-    return save_figure(fig, directory, NAME)
+    title = (f"LangGraph Server API load: {result.data['tokens']} tokens at {result.data['rate']:g} "
+             "tokens/s per stream")
+    return save_figure(service.levels_figure(result, panels, colors, title), directory, NAME)

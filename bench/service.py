@@ -284,15 +284,8 @@ async def run(size: str = "full") -> Result:
 
 
 def plot(result: Result, directory: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
     rows = result.data["rows"]
     servers = list(dict.fromkeys(r["server"] for r in rows))
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
     panels = [
         ("time to first token (ms)", [("ttft_p50_ms", "p50", "-"), ("ttft_p99_ms", "p99", "--")]),
         ("time to last token (s)", [("last_p50_s", "p50", "-"), ("last_p99_s", "p99", "--")]),
@@ -300,22 +293,38 @@ def plot(result: Result, directory: Path) -> list[Path]:
         ("server CPU (cores)", [("server_cores", "", "-")]),
     ]
     colors = dict(zip(servers, ("tab:blue", "tab:red"), strict=False))
-    for ax, (title, series) in zip(axes, panels, strict=True):
-        for server in servers:
+    title = f"Service load: {result.data['tokens']} tokens at {result.data['rate']:g} tokens/s per stream"
+    return save_figure(levels_figure(result, panels, colors, title), directory, NAME)
+
+
+Panel = tuple[str, list[tuple[str, str, str]]]
+"""A panel's title and its series: (row key, label, line style)."""
+
+
+def levels_figure(result: Result, panels: list[Panel], colors: dict[str, str], title: str):
+    """One panel per measure against the load level K, a line per server (in ``colors``); the
+    first-token panel on a log scale. Also the LangGraph Server API bench's figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    rows = result.data["rows"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(20, 4.5))
+    for ax, (panel, series) in zip(axes, panels, strict=True):
+        for server, color in colors.items():
             mine = [r for r in rows if r["server"] == server]
             for key, label, style in series:
                 ax.plot([r["k"] for r in mine], [r[key] for r in mine], style, marker="o",
-                        color=colors[server], label=f"{server} {label}".strip())
+                        color=color, label=f"{server} {label}".strip())
         ax.set_xscale("log")
-        ax.set_yscale("log" if "first token" in title else "linear")
+        ax.set_yscale("log" if "first token" in panel else "linear")
         ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("concurrent streams K")
-        ax.set_title(title)
+        ax.set_title(panel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(
-        f"Service load: {result.data['tokens']} tokens at {result.data['rate']:g} tokens/s per "
-        f"stream, one process per server, {result.machine['nproc']} cores"
-    )
-    return save_figure(fig, directory, NAME)
+    fig.suptitle(f"{title}, one process per server, {result.machine['nproc']} cores")
+    return fig
