@@ -40,7 +40,7 @@ class EventType(StrEnum):
 RunStatus = Literal["done", "max_steps", "interrupted", "cancelled", "error"]
 
 FIELDS: dict[EventType, tuple[str, ...]] = {
-    EventType.RUN_START: ("input",),
+    EventType.RUN_START: ("input", "attempt"),
     EventType.CONTENT: ("text", "node"),
     EventType.TOOL_CALL: ("tool_call_id", "name", "args"),
     EventType.TOOL_START: ("tool_call_id", "name", "args", "eta_s", "cached"),
@@ -64,6 +64,8 @@ class AgentEvent:
     t: float
     """Seconds since the run started."""
     input: str | None = None
+    attempt: int | None = None
+    """Which attempt of the run this is: 1, or more once another replica took the run over."""
     text: str | None = None
     node: str | None = None
     tool_call_id: str | None = None

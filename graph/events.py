@@ -49,10 +49,13 @@ from agent_ng.graph.settle import SUPERSEDED, settle
 from agent_ng.models.chat import ModelTimeoutError
 from agent_ng.nodes import LLM
 from agent_ng.nodes.llm import STEP_LIMIT_REASON
+from agent_ng.persistence.fencing import FencedError
 from agent_ng.persistence.thread_lock import hold_thread
 
 STREAM_MODES = ["messages", "custom", "updates"]
 """The modes the events are made from."""
+RUN_ATTEMPT = "run_attempt"
+"""The config metadata key of a run's attempt."""
 PART_MODES = frozenset(
     {"values", "updates", "messages", "custom", "debug", "checkpoints", "tasks", "events"}
 )
@@ -234,7 +237,7 @@ async def run_events(
     config.setdefault("run_id", uuid.uuid4())
     thread_id = config.get("configurable", {}).get("thread_id")
     run = _Run(str(config["run_id"]), thread_id)
-    yield run.event(EventType.RUN_START, input=summarize(input))
+    yield run.event(EventType.RUN_START, input=summarize(input), attempt=attempt_of(config))
     durable = graph.checkpointer is not None and thread_id is not None
     try:
         async with hold_thread(graph, thread_id):
@@ -271,6 +274,8 @@ async def run_events(
                 if durable:
                     await settle(graph, at_head(config), partial=run.partial_answer("timeout"), shown=shown)
                 raise
+    except FencedError:  # another replica took the run over: it goes on there, so this is no end
+        raise
     except Exception as e:
         yield run.event(EventType.RUN_END, status="error", usage=run.usage, error=f"{type(e).__name__}: {e}")
         raise
@@ -298,6 +303,12 @@ def earlier_runs(config: RunnableConfig) -> RunnableConfig:
     configurable = {k: v for k, v in config["configurable"].items() if k != "run_id"}
     metadata = {k: v for k, v in (config.get("metadata") or {}).items() if k != "run_id"}
     return {**config, "configurable": configurable, "metadata": metadata}
+
+
+def attempt_of(config: RunnableConfig) -> int:
+    """The run's attempt (``run_attempt`` in its metadata, as LangGraph Server keeps it): 1 unless
+    another replica took the run over (``agent_ng.service.background``)."""
+    return (config.get("metadata") or {}).get(RUN_ATTEMPT, 1)
 
 
 def is_new_input(input: Any) -> bool:

@@ -29,6 +29,7 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from agent_ng.persistence.replica import REPLICA_ID
 from agent_ng.persistence.retention import Retention, retain
 from agent_ng.persistence.run_deletion import RunDeletingMemorySaver, RunDeletingSqliteSaver
 from agent_ng.persistence.thread_lock import FileThreadLocks, PostgresThreadLocks, attach
@@ -104,13 +105,16 @@ async def postgres_saver(
     transaction to any server connection, where a statement prepared on another does not exist.
     A lost connection costs one retried operation, and each operation at most ``timeout_s``
     (``agent_ng.persistence.pg_reconnect``); connecting and waiting for a pool connection are
-    bounded by it too. The thread locks need a session, so they go to ``lock_url``.
+    bounded by it too. The thread locks need a session, so they go to ``lock_url``. Every
+    connection names this replica in its ``application_name`` (``application_name_of``), so a
+    replica taking over its runs can end them.
     """
     try:
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
 
         from agent_ng.persistence.pg_reconnect import ReconnectingPostgresSaver, connect_timeout
+        from agent_ng.persistence.run_table import application_name_of
     except ImportError as e:
         raise RuntimeError(
             "a postgresql:// checkpoint URL needs the postgres extra: "
@@ -122,6 +126,7 @@ async def postgres_saver(
         "prepare_threshold": None,
         "row_factory": dict_row,
         "connect_timeout": connect_timeout(timeout_s),
+        "application_name": application_name_of(REPLICA_ID),
     }
     async with AsyncConnectionPool(
         url, min_size=1, max_size=pool_size, kwargs=connection, open=False, timeout=timeout_s

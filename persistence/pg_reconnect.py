@@ -14,6 +14,16 @@ A database that cannot be reached, or does not answer (a dropped network keeps a
 for ever), costs at most ``timeout_s`` per operation, retry included (``within``): the operation
 then raises ``CheckpointUnavailableError``, one line naming the database, and the next one tries
 again, so the service recovers as soon as the database is back.
+
+A write made under a fence (``agent_ng.persistence.fencing.FENCE``, set by the replica holding
+the run) is fenced: ``aput``, ``aput_writes``, ``adelete_thread`` and ``adelete_for_runs`` then
+run in one transaction that first checks the run's record still names the fence's holder and
+attempt (``FENCE_SQL``, which keeps the record ``FOR SHARE``: no takeover can claim the run
+until the write has committed, and a write waits for a takeover under way, then sees it) and
+raises ``FencedError`` without writing anything when it does not. Everything is
+transaction-local, so it works through a transaction pooler. Reads are never fenced, and
+without a fence a write is exactly as before. ``FencedError`` is not a lost connection: it is
+never retried.
 """
 
 from __future__ import annotations
@@ -22,12 +32,17 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager, nullcontext
+from contextvars import ContextVar
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import psycopg
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
 
+from agent_ng.persistence.fencing import FENCE, FENCE_SQL, Fence, FencedError
 from agent_ng.persistence.run_deletion import blocking, delete_postgres_runs
 from agent_ng.persistence.unavailable import CheckpointUnavailableError
 
@@ -36,6 +51,9 @@ T = TypeVar("T")
 
 CONNECTION_LOST = ("08", "57P")
 """SQLSTATE classes of a lost connection: connection exception, operator intervention (shutdown)."""
+
+_WRITING: ContextVar[Fence | None] = ContextVar("agent_ng_fenced_write", default=None)
+"""The fence of the write this task is making (set by the write methods only: reads stay unfenced)."""
 
 
 def connection_lost(error: BaseException) -> bool:
@@ -127,25 +145,64 @@ class ReconnectingPostgresSaver(AsyncPostgresSaver):
         """One's own database operation on this saver's pool, retried and bounded as its own are."""
         return await self._once_more(operation)
 
+    async def _write(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """``operation`` (a write) as ``_once_more`` runs it, fenced when ``FENCE`` is set."""
+        fence = FENCE.get()
+        if fence is None:
+            return await self._once_more(operation)
+        writing = _WRITING.set(fence)
+        try:
+            return await self._once_more(operation)
+        finally:
+            _WRITING.reset(writing)
+
+    @asynccontextmanager
+    async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[Any]:
+        """The library's cursor; for a fenced write, one in a transaction that passed the fence."""
+        fence = _WRITING.get()
+        if fence is None:
+            async with super()._cursor(pipeline=pipeline) as cur:
+                yield cur
+            return
+        async with (
+            self.lock,
+            self.conn.connection() as conn,
+            conn.pipeline() if self.supports_pipeline else nullcontext(),
+            conn.transaction(),
+            conn.cursor(binary=True, row_factory=dict_row) as cur,
+        ):
+            await passed(cur, fence)
+            yield cur
+
     async def aget_tuple(self, config: Any) -> Any:
         return await self._once_more(lambda: super(ReconnectingPostgresSaver, self).aget_tuple(config))
 
     async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
-        return await self._once_more(
+        return await self._write(
             lambda: super(ReconnectingPostgresSaver, self).aput(config, checkpoint, metadata, new_versions)
         )
 
     async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
-        await self._once_more(
+        await self._write(
             lambda: super(ReconnectingPostgresSaver, self).aput_writes(config, writes, task_id, task_path)
         )
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await self._once_more(lambda: super(ReconnectingPostgresSaver, self).adelete_thread(thread_id))
+        await self._write(lambda: super(ReconnectingPostgresSaver, self).adelete_thread(thread_id))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         run_ids = list(run_ids)
-        await self._once_more(lambda: delete_postgres_runs(self, run_ids))
+        fence = FENCE.get()
+        if fence is None:
+            await self._once_more(lambda: delete_postgres_runs(self, run_ids))
+            return
+
+        async def fenced_delete() -> None:
+            async with self.conn.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                await passed(cur, fence)
+                await delete_postgres_runs(SimpleNamespace(conn=OnConnection(conn)), run_ids)
+
+        await self._once_more(fenced_delete)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         blocking(self, lambda: self.adelete_for_runs(run_ids))
@@ -156,6 +213,27 @@ class ReconnectingPostgresSaver(AsyncPostgresSaver):
         listed = super().alist
         for item in await self._once_more(lambda: collected(listed(config, **kwargs))):
             yield item
+
+
+async def passed(cur: Any, fence: Fence) -> None:
+    """Check ``fence`` in ``cur``'s transaction (keeping the run's record ``FOR SHARE`` until it
+    ends); ``FencedError`` when the record no longer names its holder and attempt."""
+    await cur.execute(FENCE_SQL, (fence.run_id, fence.holder, fence.attempt))
+    if await cur.fetchone() is None:
+        raise FencedError(fence.run_id, fence.attempt)
+
+
+class OnConnection:
+    """A pool that hands out one connection, already in a transaction: ``delete_postgres_runs``
+    on it runs inside that transaction (its own becomes a savepoint)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """The one connection."""
+        yield self._conn
 
 
 async def collected(items: AsyncIterator[T]) -> list[T]:

@@ -15,6 +15,9 @@ Refusing instead of waiting keeps the caller in charge: retry later, or tell the
 
     async with hold_thread(graph, "t1"):   # raises ThreadBusyError if a run holds "t1"
         ...
+
+A replica taking over a run whose holder it fenced out waits instead, briefly: that holder may
+still be inside the run, holding the thread, until it notices (``ThreadLocks.free``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
+from time import monotonic
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
@@ -34,6 +38,9 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from agent_ng.persistence.unavailable import CheckpointUnavailableError
 
 ADVISORY_LOCK_PREFIX = "agent-ng thread:"
+FREE_POLL_S = 0.02
+FREE_POLL_MAX_S = 0.5
+"""How often ``ThreadLocks.free`` tries the lock: from ``FREE_POLL_S``, doubling up to ``FREE_POLL_MAX_S``."""
 T = TypeVar("T")
 
 
@@ -69,6 +76,37 @@ class ThreadLocks:
                 await self._release(thread_id)
                 for listener in self.released:
                     listener(thread_id)
+        finally:
+            self._busy.discard(thread_id)
+
+    async def free(self, thread_id: str, within_s: float) -> bool:
+        """Whether no run, in this process or another, holds ``thread_id`` now or within ``within_s``.
+
+        It tries the lock (and lets it go at once) until it gets it or ``within_s`` has passed:
+        a replica that took a run over from one it fenced out, or was handed it, runs it only
+        once the old holder has left the thread (its session ended, its process died or it
+        noticed the fence).
+        """
+        deadline = monotonic() + within_s
+        delay_s = FREE_POLL_S
+        while not await self._try(thread_id):
+            left = deadline - monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(delay_s, left))
+            delay_s = min(delay_s * 2, FREE_POLL_MAX_S)
+        return True
+
+    async def _try(self, thread_id: str) -> bool:
+        """Take the thread's lock and let it go at once; whether it could be taken."""
+        if thread_id in self._busy:
+            return False
+        self._busy.add(thread_id)
+        try:
+            if not await self._acquire(thread_id):
+                return False
+            await self._release(thread_id)
+            return True
         finally:
             self._busy.discard(thread_id)
 
@@ -125,6 +163,9 @@ def _close_taken(locking: asyncio.Future[int | None]) -> None:
 class PostgresThreadLocks(ThreadLocks):
     """Session advisory locks on one connection of this process: every replica sees them.
 
+    The session names this replica in its ``application_name`` (``application_name_of``), so a
+    replica taking over this one's runs can end it, and its locks with it.
+
     If that session is lost, PostgreSQL has released its locks; the next lock opens a new one
     (runs holding a lock then are no longer protected from other replicas until they end).
     Each statement has ``timeout_s`` (``agent_ng.persistence.pg_reconnect.within``): a lock that
@@ -145,11 +186,16 @@ class PostgresThreadLocks(ThreadLocks):
         from psycopg import AsyncConnection
 
         from agent_ng.persistence.pg_reconnect import connect_timeout
+        from agent_ng.persistence.replica import REPLICA_ID
+        from agent_ng.persistence.run_table import application_name_of
 
         async with self._connecting:
             if self._conn is None or self._conn.closed or self._conn.broken:
                 self._conn = await AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=connect_timeout(self.timeout_s)
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=connect_timeout(self.timeout_s),
+                    application_name=application_name_of(REPLICA_ID),
                 )
             return self._conn
 

@@ -50,22 +50,25 @@ from agent_ng.engine.tool_stats import ToolStatsCollector, tool_stats
 from agent_ng.graph.agent import open_agent
 from agent_ng.persistence.threads import UnfinishedRunError
 from agent_ng.persistence.unavailable import CheckpointUnavailableError
-from agent_ng.service import agui, langgraph_server, runs, threads
+from agent_ng.service import agui, drain, langgraph_server, runs, threads
 from agent_ng.service.api_key import ApiKey
-from agent_ng.service.background import BackgroundRuns
+from agent_ng.service.background import BackgroundRuns, OverloadedError
 from agent_ng.service.body_limit import BodyLimit
 from agent_ng.service.cors import cors
+from agent_ng.service.drain import Drain
 from agent_ng.service.event_log import EventLogUnavailableError, event_log
 from agent_ng.service.hosts import TrustedHosts, allowed_hosts
 from agent_ng.service.inputs import validation_error
 from agent_ng.service.langgraph_server.plain_json import PlainTextJson
 from agent_ng.service.langgraph_server.run_records import RunRecords
-from agent_ng.service.metrics import GroupLimitsCollector, Metrics
+from agent_ng.service.metrics import GroupLimitsCollector, Metrics, RunQueueCollector
 from agent_ng.service.runner import Runner
 from agent_ng.service.settings import ServiceSettings
+from agent_ng.service.shared_runs import SharedRuns
+from agent_ng.service.topology import refusal, sqlite_presence
 
 STATIC = Path(__file__).parent / "static"
-PUBLIC_PATHS = frozenset({"/healthz", "/"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/"})
 PUBLIC_PREFIX = "/static/"
 
 
@@ -84,14 +87,25 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_agent(settings, model, tools) as agent:
+        if reason := refusal(settings):
+            raise RuntimeError(reason)
+        async with open_agent(settings, model, tools) as agent, sqlite_presence(settings):
             app.state.agent = agent
             app.state.runner = Runner(agent.graph, app.state.metrics)
-            app.state.runs = BackgroundRuns(app.state.runner, event_log(settings))
+            app.state.runs = BackgroundRuns(
+                app.state.runner,
+                event_log(settings),
+                max_runs=settings.max_runs,
+                retry_after_s=settings.retry_after_s,
+                shared=await shared_runs(agent.graph.checkpointer, settings),
+                draining=lambda: app.state.drain.draining,
+            )
+            app.state.drain.install()
             await app.state.runs.listen()
             try:
                 yield
             finally:
+                app.state.drain.uninstall()
                 await app.state.runs.close()
                 await app.state.runs.events.close()
 
@@ -100,9 +114,11 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(CheckpointUnavailableError, unavailable)
     app.add_exception_handler(EventLogUnavailableError, unavailable)
+    app.add_exception_handler(OverloadedError, overloaded)
     app.state.settings = settings
     app.state.metrics = Metrics(collectors)
     app.state.run_records = RunRecords()
+    app.state.drain = Drain()
     app.add_middleware(PlainTextJson, prefix=langgraph_server.PREFIX)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key is not None:
@@ -116,6 +132,7 @@ def create_app(
     app.include_router(agui.router)
     app.include_router(threads.router)
     app.include_router(langgraph_server.router)
+    app.include_router(drain.router)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:
@@ -125,7 +142,10 @@ def create_app(
     async def metrics(request: Request) -> Response:
         agent = request.app.state.agent
         stats = ToolStatsCollector(await tool_stats(agent.tool_store))
-        body = request.app.state.metrics.render(stats, GroupLimitsCollector(agent.group_limits))
+        runs: BackgroundRuns = request.app.state.runs
+        queued = await runs.shared.table.queued() if runs.shared else runs.queued()
+        queue = RunQueueCollector(queued, runs.held())
+        body = request.app.state.metrics.render(stats, GroupLimitsCollector(agent.group_limits), queue)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
@@ -139,6 +159,26 @@ def create_app(
 async def unfinished_run(request: Request, error: Exception) -> JSONResponse:
     """409 for a question on a thread whose last run has not finished."""
     return JSONResponse({"detail": str(error)}, status_code=409)
+
+
+async def overloaded(request: Request, error: Exception) -> JSONResponse:
+    """503 with ``Retry-After`` for a streamed run past ``AGENT_MAX_RUNS``."""
+    assert isinstance(error, OverloadedError)
+    return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": str(error.retry_after_s)})
+
+
+async def shared_runs(saver: Any, settings: ServiceSettings) -> SharedRuns | None:
+    """The run table shared by the replicas, on a PostgreSQL checkpointer's database; else ``None``
+    (runs live in this process)."""
+    if not settings.checkpoint_url.startswith(("postgresql://", "postgres://")):
+        return None
+    from agent_ng.persistence.run_table import PostgresRunTable  # the postgres extra
+
+    table = PostgresRunTable(
+        saver.conn, lease_s=settings.run_lease_s, timeout_s=settings.checkpoint_timeout_s, queue=settings.run_queue
+    )
+    await table.setup()
+    return SharedRuns(table, settings.run_lease_s, settings.run_poll_s, settings.run_max_attempts)
 
 
 async def unavailable(request: Request, error: Exception) -> JSONResponse:

@@ -14,6 +14,12 @@ its start or from a cursor, then follow it live until ``run_end``. A reader's SS
 Both keep an event as its JSON text (``event_json``, which encodes any event), and a reader
 whose cursor is at or past the run's ``run_end`` gets nothing and is done at once. A log that
 cannot be reached raises ``EventLogUnavailableError``, one line naming it.
+
+A run taken over by another replica goes on appending to the same log, so the old holder is
+fenced out (``agent_ng.persistence.fencing``): the replica holding the run sets its token
+(``fence``) and appends with it; an append with a token that is no longer the run's holder's
+raises ``FencedError`` and adds nothing (in Redis the check and the append are one script).
+An append without a token is not checked.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import orjson
 from langgraph.types import Send
 
 from agent_ng.contract import EventType
+from agent_ng.persistence.fencing import FencedError
 
 if TYPE_CHECKING:
     from agent_ng.service.settings import ServiceSettings
@@ -68,8 +75,12 @@ class EventLog(Protocol):
     async def open(self, run_id: str, thread_id: str) -> None:
         """Start the log of a new run on ``thread_id``."""
 
-    async def append(self, run_id: str, data: dict[str, Any]) -> str:
-        """Add one event; returns its cursor."""
+    async def fence(self, run_id: str, token: str | None) -> None:
+        """Make ``token`` the run's holder's: only appends with it are taken (none, with ``None``)."""
+
+    async def append(self, run_id: str, data: dict[str, Any], token: str | None = None) -> str:
+        """Add one event; returns its cursor. With a ``token``, only if it is the run's holder's
+        (else ``FencedError``, nothing added)."""
 
     async def thread_of(self, run_id: str) -> str | None:
         """The run's thread, or ``None`` when the log does not hold the run (unknown or expired)."""
@@ -223,12 +234,22 @@ class MemoryEventLog:
     _finished: dict[str, None] = field(default_factory=dict)
     """The finished runs, in the order they ended."""
     _bytes: int = 0
+    _holders: dict[str, str] = field(default_factory=dict)
+    """Each fenced run's holder token."""
 
     async def open(self, run_id: str, thread_id: str) -> None:
         self._drop_expired()
         self._runs[run_id] = _RunEvents(thread_id, deque())
 
-    async def append(self, run_id: str, data: dict[str, Any]) -> str:
+    async def fence(self, run_id: str, token: str | None) -> None:
+        if token is None:
+            self._holders.pop(run_id, None)
+        else:
+            self._holders[run_id] = token
+
+    async def append(self, run_id: str, data: dict[str, Any], token: str | None = None) -> str:
+        if token is not None and self._holders.get(run_id) != token:
+            raise FencedError(run_id)
         run = self._runs[run_id]
         self._bytes += run.add(event_json(data), self.max_events)
         if data["type"] == END:
@@ -269,11 +290,13 @@ class MemoryEventLog:
     async def close(self) -> None:
         self._runs.clear()
         self._finished.clear()
+        self._holders.clear()
         self._bytes = 0
 
     def _drop(self, run_id: str) -> None:
         self._bytes -= self._runs.pop(run_id).bytes
         self._finished.pop(run_id, None)
+        self._holders.pop(run_id, None)
 
     def _drop_expired(self) -> None:
         now = monotonic()
@@ -293,9 +316,26 @@ class MemoryEventLog:
             self._bytes -= largest.drop_oldest()
 
 
+FENCED_APPEND = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
+local cursor = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+if ARGV[5] == '1' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
+return cursor
+"""
+"""``RedisEventLog.append`` with a token: the append, only when the run's holder key (KEYS[3])
+holds the token (ARGV[1]). KEYS: the events, the thread, the holder; ARGV: token, event JSON,
+max events, TTL, whether the event is the run's end (from then on the holder key expires too)."""
+
+
 @dataclass
 class RedisEventLog:
-    """The event log in Redis, a stream per run, so any replica can serve a reconnect or a cancel."""
+    """The event log in Redis, a stream per run, so any replica can serve a reconnect or a cancel.
+
+    A run's holder token is kept until its ``run_end`` is appended with it, then as long as the
+    log: a run that is silent for longer than ``retention_s`` loses its events, never its holder.
+    """
 
     url: str
     prefix: str = "agent-ng:"
@@ -304,6 +344,7 @@ class RedisEventLog:
     block_ms: int = 5_000
     """How long one ``XREAD`` waits before the reader checks the run still exists."""
     _redis: Any = None
+    _fenced_append: Any = None
 
     def __post_init__(self) -> None:
         from redis.asyncio import Redis
@@ -316,12 +357,16 @@ class RedisEventLog:
             socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
             retry=Retry(NoBackoff(), 1),  # on a new connection: pooled ones die with the server
         )
+        self._fenced_append = self._redis.register_script(FENCED_APPEND)
 
     def _events(self, run_id: str) -> str:
         return f"{self.prefix}run:{run_id}:events"
 
     def _thread(self, run_id: str) -> str:
         return f"{self.prefix}run:{run_id}:thread"
+
+    def _holder(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}:holder"
 
     @property
     def _ttl(self) -> int:
@@ -346,8 +391,24 @@ class RedisEventLog:
         with self._reaching():
             await self._redis.set(self._thread(run_id), thread_id, ex=self._ttl)
 
-    async def append(self, run_id: str, data: dict[str, Any]) -> str:
+    async def fence(self, run_id: str, token: str | None) -> None:
+        with self._reaching():
+            if token is None:
+                await self._redis.delete(self._holder(run_id))
+            else:
+                await self._redis.set(self._holder(run_id), token)
+
+    async def append(self, run_id: str, data: dict[str, Any], token: str | None = None) -> str:
         key = self._events(run_id)
+        if token is not None:
+            with self._reaching():
+                cursor = await self._fenced_append(
+                    keys=[key, self._thread(run_id), self._holder(run_id)],
+                    args=[token, event_json(data), self.max_events, self._ttl, int(data["type"] == END)],
+                )
+            if cursor is None:
+                raise FencedError(run_id)
+            return cursor
         with self._reaching():
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.xadd(key, {"event": event_json(data)},

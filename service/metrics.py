@@ -41,6 +41,13 @@ class Metrics:
         self.runs_waiting = Gauge(
             "agent_runs_waiting", "Runs waiting for another run on their thread to end.", registry=r
         )
+        self.runs_rejected = Counter(
+            "agent_runs_rejected", "Streamed runs refused with 503: the replica ran AGENT_MAX_RUNS runs.", registry=r
+        )
+        self.run_takeovers = Counter(
+            "agent_run_takeovers", "Runs this replica took over from a replica that died, froze or let them go.",
+            registry=r,
+        )
         self.run_seconds = Histogram(
             "agent_run_duration_seconds", "Run wall time.", buckets=DURATION_BUCKETS, registry=r
         )
@@ -111,3 +118,15 @@ GROUP_GAUGES = [
     ("running", "Tool calls of the group running now"),
     ("waiting", "Tool calls waiting for a slot in the group"),
 ]
+
+
+class RunQueueCollector:
+    """The run queue at this scrape: runs waiting to start (on this process, or in the run table
+    every replica claims from) and runs this replica holds."""
+
+    def __init__(self, queued: int, held: int) -> None:
+        self.queued, self.held = queued, held
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("agent_runs_queued", "Runs waiting for a replica with room.", value=self.queued)
+        yield GaugeMetricFamily("agent_runs_held", "Runs this replica has started and not ended.", value=self.held)

@@ -30,7 +30,8 @@ from langchain_core.messages import HumanMessage
 from langgraph.pregel import Pregel
 
 from agent_ng.contract import EventType
-from agent_ng.graph.events import AgentEvent, Part, is_new_input, run_events, summarize
+from agent_ng.graph.events import AgentEvent, Part, attempt_of, is_new_input, run_events, summarize
+from agent_ng.persistence.fencing import FencedError
 from agent_ng.persistence.threads import UnfinishedRunError, thread_status
 from agent_ng.persistence.unavailable import CheckpointUnavailableError
 from agent_ng.service.metrics import Metrics
@@ -102,7 +103,7 @@ class Runner:
                     await self.ready(thread_id)
             except (UnfinishedRunError, CheckpointUnavailableError) as e:  # left waiting, or no database
                 run_id = str(config.get("run_id") or uuid4())
-                yield AgentEvent(EventType.RUN_START, run_id, thread_id, 0.0, input=summarize(input))
+                yield AgentEvent(EventType.RUN_START, run_id, thread_id, 0.0, input=summarize(input), attempt=attempt_of(config))
                 error = f"{type(e).__name__}: {e}"
                 end = AgentEvent(EventType.RUN_END, run_id, thread_id, 0.0, status="error", error=error)
                 self.metrics.observe(end)
@@ -119,6 +120,9 @@ class Runner:
                             first_content = first_content and item.type != "content"
                         yield item
                 finished = True
+            except FencedError:
+                finished = True
+                raise
             except Exception:
                 finished = True
                 log.exception("run on thread %s failed", thread_id)

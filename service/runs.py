@@ -12,7 +12,7 @@ an ``id`` (``<run_id>:<cursor>``, increasing within the run)::
 | ``POST /threads/{id}/runs/stream`` | ask and stream; with ``Last-Event-ID``, resume that run |
 | ``POST /threads/{id}/runs`` | ask in the background: ``{"run_id", "thread_id"}`` at once |
 | ``GET /threads/{id}/runs/{run_id}/stream`` | join: from the start (or ``Last-Event-ID``), live |
-| ``POST /threads/{id}/runs/{run_id}/cancel`` | cancel: 200 once settled, 202 if on another replica |
+| ``POST /threads/{id}/runs/{run_id}/cancel`` | cancel: 200 once settled (or still queued), 202 if on another replica |
 
 Every run is a task writing to the event log (``agent_ng.service.background``); a stream reads the log,
 so a reconnect gets exactly the events it missed. A streaming client that goes away cancels
@@ -65,7 +65,7 @@ async def stream_run(
         run_id, after = await joined(runs, thread_id, last_event_id)
     else:
         after = None
-        run_id = await start(runs, request, thread_id, body)
+        run_id = await start(runs, request, thread_id, body, overload=settings.stream_overload)
 
     def lost() -> None:
         if body.on_disconnect == "cancel":
@@ -112,7 +112,7 @@ async def cancel_run(thread_id: ThreadId, run_id: RunId, request: Request) -> JS
     """200 once a run of this replica has settled; 202 when another replica is asked to."""
     runs: BackgroundRuns = request.app.state.runs
     await known(runs, thread_id, run_id)
-    if await runs.cancel(run_id):
+    if await runs.cancel(run_id) or await runs.cancel_queued(run_id, thread_id):
         return JSONResponse({"run_id": run_id, "status": "cancelled"})
     if await runs.events.ended(run_id):
         raise HTTPException(409, f"run {run_id} has ended")
@@ -120,12 +120,14 @@ async def cancel_run(thread_id: ThreadId, run_id: RunId, request: Request) -> JS
     return JSONResponse({"run_id": run_id, "status": "cancelling"}, status_code=202)
 
 
-async def start(runs: BackgroundRuns, request: Request, thread_id: str, body: RunRequest) -> str:
-    """Start the run; a thread that waits for approval is refused now (409) unless a run is ahead of it."""
-    runner = request.app.state.runner
-    if not runner.busy(thread_id):  # a run ahead of this one is checked when it ends
-        await runner.ready(thread_id)
-    return await runs.start(thread_id, body.input, body.config.to_config())
+async def start(
+    runs: BackgroundRuns, request: Request, thread_id: str, body: RunRequest, overload: str = "queue"
+) -> str:
+    """Start the run; a thread that waits for approval is refused now (409) unless a run is ahead
+    of it; past ``AGENT_MAX_RUNS`` a streamed run may be refused (503, ``OverloadedError``)."""
+    if not await runs.busy(thread_id):  # a run ahead of this one is checked when it ends
+        await request.app.state.runner.ready(thread_id)
+    return await runs.start(thread_id, body.input, body.config.to_config(), overload=overload)
 
 
 async def known(runs: BackgroundRuns, thread_id: str, run_id: str) -> None:

@@ -7,7 +7,7 @@ which holds no data and asks for the key) then needs ``Authorization: Bearer <ke
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
@@ -73,3 +73,31 @@ class ServiceSettings(Settings):
     run_log_retention_s: float = Field(default=600.0, gt=0)
     """Seconds a run's events stay joinable (in memory after its end; in Redis after its last
     event)."""
+
+    workers: int = Field(default=1, ge=1)
+    """Server processes on one port (``agent-ng serve --workers N``); more than one needs
+    ``AGENT_REDIS_URL``, so that every process reads every run's events and cancels."""
+    max_runs: int = Field(default=32, ge=1)
+    """Runs this process runs at once. Past it a background run waits in the queue (shared by
+    the replicas on PostgreSQL) and a streamed run gets 503 with ``Retry-After``, or waits too
+    with ``AGENT_STREAM_OVERLOAD=queue``."""
+    stream_overload: Literal["reject", "queue"] = "reject"
+    """What a streamed run gets past ``AGENT_MAX_RUNS``: ``reject`` (503 with ``Retry-After``)
+    or ``queue`` (it waits its turn, its stream open)."""
+    retry_after_s: int = Field(default=2, ge=1)
+    """The ``Retry-After`` of a 503 for a streamed run past ``AGENT_MAX_RUNS``."""
+    run_lease_s: float = Field(default=5.0, gt=0)
+    """With a PostgreSQL checkpointer runs are records every replica sees: the replica running
+    one renews its lease every third of this, and when a lease lapses (its replica died or is
+    frozen) another replica takes the run over from its last checkpoint, fencing the old one
+    out. A run is taken over within about this plus ``AGENT_RUN_POLL_S``."""
+    run_queue: str = Field(default="agent-ng", min_length=1)
+    """The replicas that share runs: each takes over only the runs of its own queue. Deployments
+    sharing one database (other tools, another model) need a queue each."""
+    run_poll_s: float = Field(default=0.5, gt=0)
+    """How often a replica looks for queued runs and runs whose lease lapsed."""
+    run_max_attempts: int = Field(default=3, ge=1)
+    """Attempts a run gets: a run whose replica died this many times ends with status ``error``."""
+    drain_s: float = Field(default=30.0, ge=0)
+    """On SIGTERM, seconds open streams get to finish (the replica answers ``/readyz`` with 503
+    and starts no run meanwhile); then its runs are handed over to the other replicas."""

@@ -70,3 +70,13 @@ def redis_prefix() -> Iterator[str]:
     if keys:
         redis.delete(*keys)
     redis.close()
+
+
+@pytest.fixture(autouse=True)
+def run_queue(monkeypatch) -> str:
+    """A run queue of this test's own (``AGENT_RUN_QUEUE``, inherited by the servers it starts): on
+    the shared PostgreSQL, a replica takes over any lapsed run of its queue, so a run a test left
+    running must not be taken over by another test's service."""
+    queue = f"test-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AGENT_RUN_QUEUE", queue)
+    return queue

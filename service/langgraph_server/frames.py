@@ -92,7 +92,7 @@ class Frames:
         if type(item) is Part:
             return self._part(item)
         if item.type == EventType.RUN_START:
-            return [frame("metadata", {"run_id": item.run_id, "attempt": 1})]
+            return [frame("metadata", {"run_id": item.run_id, "attempt": item.attempt})]
         if item.type == EventType.RUN_END:
             end = item.to_dict()
             if item.status == "error":

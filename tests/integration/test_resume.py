@@ -338,10 +338,10 @@ async def test_a_run_whose_event_log_fails_is_stopped_and_settled_and_the_servic
     caplog,
 ):
     class BrokenLog(MemoryEventLog):
-        async def append(self, run_id: str, data: dict) -> str:
+        async def append(self, run_id: str, data: dict, token: str | None = None) -> str:
             if data["type"] == "tool_start":
                 raise ConnectionError("log store gone")
-            return await super().append(run_id, data)
+            return await super().append(run_id, data, token)
 
     @tool
     async def forever() -> str:

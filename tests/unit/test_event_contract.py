@@ -42,6 +42,7 @@ COMMON = {"type", "run_id", "thread_id", "t"}
 CALL = "c1"
 SAMPLE = {
     "input": "what is 17*23?",
+    "attempt": 1,
     "text": "17*23 is ",
     "node": LLM,
     "tool_call_id": CALL,
