@@ -275,6 +275,15 @@ class PostgresRunTable:
         )
         return int(row["queued"])
 
+    async def prune(self, older_than_s: float) -> int:
+        """Delete this queue's runs that ended more than ``older_than_s`` ago; how many."""
+        rows = await self._all(
+            "DELETE FROM agent_ng_runs WHERE queue = %s AND status NOT IN ('pending', 'running')"
+            " AND updated_at < now() - make_interval(secs => %s) RETURNING run_id",
+            (self.queue, older_than_s),
+        )
+        return len(rows)
+
     async def evict(self, holder: str) -> int:
         """End the database sessions of replica ``holder`` (which lost its runs), waiting until
         they are gone, so the thread locks they held are free even if that replica is only frozen.

@@ -89,7 +89,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if reason := refusal(settings):
             raise RuntimeError(reason)
-        async with open_agent(settings, model, tools) as agent, sqlite_presence(settings):
+        async with sqlite_presence(settings), open_agent(settings, model, tools) as agent:
             app.state.agent = agent
             app.state.runner = Runner(agent.graph, app.state.metrics)
             app.state.runs = BackgroundRuns(
@@ -100,12 +100,15 @@ def create_app(
                 shared=await shared_runs(agent.graph.checkpointer, settings),
                 draining=lambda: app.state.drain.draining,
             )
-            app.state.drain.install()
-            await app.state.runs.listen()
+            drain: Drain = app.state.drain
+            drain.install()
             try:
+                await app.state.runs.listen()
                 yield
+                if drain.draining:  # uvicorn waited for the open streams; the background runs get the rest
+                    await app.state.runs.wait(drain.left(settings.drain_s))
             finally:
-                app.state.drain.uninstall()
+                drain.uninstall()
                 await app.state.runs.close()
                 await app.state.runs.events.close()
 

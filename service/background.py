@@ -250,6 +250,11 @@ class BackgroundRuns:
         """Runs of this process waiting for a slot (the table counts the replicas' queue)."""
         return self._waiting
 
+    async def wait(self, within_s: float) -> None:
+        """Let the runs of this replica end on their own, for at most ``within_s`` (a drain)."""
+        if self._tasks and within_s > 0:
+            await asyncio.wait(list(self._tasks.values()), timeout=within_s)
+
     async def close(self) -> None:
         """Stop this replica's runs: hand the shared ones over to the other replicas (their
         leases released first, so nothing more is written for them here), cancel the rest."""

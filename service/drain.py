@@ -18,8 +18,9 @@ What the drain adds: ``GET /readyz`` answers 503 from the moment the signal arri
 balancer that checks it (``deploy/haproxy.cfg``) stops sending this replica requests also where
 the port is not closed yet (uvicorn's next tick, a check over a connection kept open); the
 service's run queue reads ``Drain.draining`` (or awaits
-``Drain.started``) and claims no new run meanwhile; after the wait the lifespan hands the runs
-still going over to the other replicas. ``/healthz`` stays 200 throughout: the process is alive,
+``Drain.started``) and claims no new run meanwhile; the background runs get what is left of the
+wait to end on their own (``Drain.left``), then the lifespan hands the runs still going over to
+the other replicas. ``/healthz`` stays 200 throughout: the process is alive,
 only leaving.
 
 With ``--workers N`` uvicorn's parent process binds the port and hands it to the workers; its own
@@ -38,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+from time import monotonic
 from types import FrameType
 from typing import Any
 
@@ -60,6 +62,7 @@ class Drain:
         """True from the signal on: readiness is 503 and no new run is claimed."""
         self.started = asyncio.Event()
         """Set on the event loop once the drain has started, for code that waits for it."""
+        self._since: float | None = None
         self._chained: dict[int, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -85,7 +88,13 @@ class Drain:
         self._chained.clear()
         AppStatus.enable_automatic_graceful_drain_mode()
 
+    def left(self, drain_s: float) -> float:
+        """Seconds left of a drain of ``drain_s`` that began at the signal."""
+        return 0.0 if self._since is None else max(0.0, drain_s - (monotonic() - self._since))
+
     def _handle(self, sig: int, frame: FrameType | None) -> None:
+        if not self.draining:
+            self._since = monotonic()
         self.draining = True
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.started.set)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent_ng.service")
 
 _serde = JsonPlusSerializer()
+PRUNE_EVERY_S = 600.0
+"""How often a replica deletes the records of runs that ended long ago."""
 
 
 def dumps(spec: dict[str, Any]) -> bytes:
@@ -61,6 +64,8 @@ class SharedRuns:
     lease_s: float
     poll_s: float
     max_attempts: int
+    keep_s: float = 86_400.0
+    """How long the record of an ended run is kept (for ``GET`` of its status)."""
     holder: str = REPLICA_ID
     _renewed: float = 0.0
     _claimed: dict[str, float] = field(default_factory=dict)
@@ -139,8 +144,13 @@ class SharedRuns:
                 pass
 
     async def _renew_forever(self, held: Callable[[dict[str, bool]], Awaitable[None]]) -> None:
+        pruned = monotonic()
         while True:
             sent = monotonic()
+            if sent - pruned > PRUNE_EVERY_S:
+                pruned = sent
+                with suppress(Exception):
+                    await self.table.prune(self.keep_s)
             try:
                 runs = await self.table.renew(self.holder)
                 self._renewed = sent

@@ -381,3 +381,21 @@ async def test_an_unreachable_database_fails_within_the_timeout():
             with pytest.raises(CheckpointUnavailableError, match="127.0.0.1:1"):
                 await operation()
             assert time.monotonic() - started < timeout_s + 1
+
+
+async def test_queues_keep_their_runs_apart_and_prune_drops_only_ended_runs(runs, pool):
+    other = PostgresRunTable(pool, lease_s=LONG_LEASE_S, timeout_s=TIMEOUT_S, queue="another deployment")
+    (mine, theirs, ended, going), threads = ids("run", 4), ids("thread", 4)
+    await runs.add(mine, threads[0], "native", b"")
+    await other.add(theirs, threads[1], "native", b"")
+    assert (await runs.queued(), await other.queued()) == (1, 1)
+    assert (await runs.claim("a")).run_id == mine
+    assert await runs.claim("a") is None  # the other queue's run is not this one's to take
+    await runs.add(ended, threads[2], "native", b"")
+    await runs.add(going, threads[3], "native", b"")
+    finished = await runs.claim("a", run_id=ended)
+    assert await runs.finish(ended, "a", finished.attempt, "done")
+    assert await runs.prune(older_than_s=3600) == 0
+    assert await runs.prune(older_than_s=0) == 1
+    assert await runs.get(ended) is None
+    assert all([await runs.get(mine), await runs.get(going), await other.get(theirs)])
