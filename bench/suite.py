@@ -18,7 +18,9 @@ from rich.console import Console
 from agent_ng.bench.measure import RESULTS_DIR, Result, save
 from agent_ng.bench.report import show, update_readme
 
-MODULES = ("streaming", "first_token", "parallel", "checkpoints", "memory", "eta", "service", "langgraph_server")
+MODULES = (
+    "streaming", "first_token", "parallel", "checkpoints", "memory", "eta", "service", "langgraph_server", "replicas",
+)
 
 
 def module(name: str) -> ModuleType:

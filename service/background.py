@@ -156,33 +156,41 @@ class BackgroundRuns:
         return task
 
     async def _launch(self, row: RunRow) -> None:
-        """Run a run this replica claimed from the table: its first attempt, or a takeover that
-        goes on from the run's last checkpoint (its recorded tool results kept)."""
-        assert self.shared is not None
-        spec = loads(row.payload)
-        token = self.shared.token(row)
-        await self.events.fence(row.run_id, token)
-        fence = Fence(row.run_id, self.shared.holder, row.attempt)
-        config = {**spec["config"], "run_id": UUID(row.run_id)}
-        config["metadata"] = {**config.get("metadata", {}), RUN_ATTEMPT: row.attempt}
-        input = spec["input"]
-        if row.attempt > 1:
-            self.runner.metrics.run_takeovers.inc()
-            log.info("run %s on thread %s taken over (attempt %d, from %s)",
-                     row.run_id, row.thread_id, row.attempt, row.previous_holder or "a replica that let it go")
-            if row.previous_holder:
-                await self.shared.table.evict(row.previous_holder)
-            await locks_of(self.runner.graph.checkpointer).free(row.thread_id, self.shared.lease_s)
-            if await ran(self.runner.graph, row.thread_id, row.run_id):
-                input = None
-        if row.attempt > self.shared.max_attempts:
-            error = f"the run was stopped with its replica {row.attempt - 1} times; not tried again"
-            await self._end(row.run_id, row.thread_id, events_only, None, token, fence, status="error", error=error)
-            return
-        write = self._write(row.run_id, row.thread_id, input, config, events_only, spec["stream_kwargs"], fence, token)
-        task = self._spawn(row.run_id, write)
+        """Start a run this replica claimed from the table, in a task of its own (``_take``), so
+        that a takeover's waits do not hold up the next claim."""
+        task = self._spawn(row.run_id, self._take(row))
         if row.cancel_requested:
             task.cancel()
+
+    async def _take(self, row: RunRow) -> None:
+        """Run a claimed run: its first attempt, or a takeover that goes on from the run's last
+        checkpoint (its recorded tool results kept) once the old holder's thread lock is free."""
+        assert self.shared is not None
+        spec, token = loads(row.payload), self.shared.token(row)
+        fence = Fence(row.run_id, self.shared.holder, row.attempt)
+        input = spec["input"]
+        try:
+            await self.events.fence(row.run_id, token)
+            if row.attempt > self.shared.max_attempts:
+                error = f"the run was stopped with its replica {row.attempt - 1} times; not tried again"
+                await self._end(row.run_id, row.thread_id, events_only, None, token, fence, status="error", error=error)
+                return
+            if row.attempt > 1:
+                self.runner.metrics.run_takeovers.inc()
+                log.info("run %s on thread %s taken over (attempt %d, from %s)", row.run_id, row.thread_id,
+                         row.attempt, row.previous_holder or "a replica that let it go")
+                if row.previous_holder:
+                    await self.shared.table.evict(row.previous_holder)
+                await locks_of(self.runner.graph.checkpointer).free(row.thread_id, self.shared.lease_s)
+                if await ran(self.runner.graph, row.thread_id, row.run_id):
+                    input = None
+        except asyncio.CancelledError:
+            if row.run_id not in self._lost:  # asked to cancel before it began
+                await self._end(row.run_id, row.thread_id, events_only, None, token, fence, status="cancelled")
+            return
+        config = {**spec["config"], "run_id": UUID(row.run_id)}
+        config["metadata"] = {**config.get("metadata", {}), "run_id": row.run_id, RUN_ATTEMPT: row.attempt}
+        await self._write(row.run_id, row.thread_id, input, config, events_only, spec["stream_kwargs"], fence, token)
 
     async def _held(self, runs: dict[str, bool]) -> None:
         """After a lease renewal: stop the runs this replica lost, cancel those asked to, record
@@ -382,7 +390,8 @@ class BackgroundRuns:
 
 
 async def ran(graph: Pregel, thread_id: str, run_id: str) -> bool:
-    """Whether the thread's newest checkpoint is the run's own (it started writing): a run taken
+    """Whether the thread's newest checkpoint is the run's own (it started writing; a shared run
+    carries its id in its metadata, which LangGraph copies into its checkpoints): a run taken
     over then goes on from there (input ``None``) rather than asking its question again."""
     latest = await graph.checkpointer.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
     return latest is not None and str(latest.metadata.get("run_id")) == run_id

