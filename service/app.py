@@ -11,6 +11,7 @@ stats from the store, concurrency groups) to the service's own run counters.
 | --- | --- |
 | ``POST /threads/{id}/runs/stream`` | ask on a thread; SSE, one event per ``AgentEvent`` |
 | ``POST /threads/{id}/runs`` | start a run in the background; ``{"run_id"}`` |
+| ``GET /threads/{id}/runs/{run_id}`` | a run's status and attempt |
 | ``GET /threads/{id}/runs/{run_id}/stream`` | join a run (after ``Last-Event-ID`` if given) |
 | ``POST /threads/{id}/runs/{run_id}/cancel`` | cancel a run |
 | ``POST /agui`` | the same run in the AG-UI protocol |

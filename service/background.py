@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import aclosing, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ Record = Callable[[AgentEvent | Part], Iterable[dict[str, Any]]]
 whose ``"type"`` is ``"run_end"`` (the log's readers stop there)."""
 
 
+ENDED_KEPT = 10_000
+"""How many ended runs' statuses a process without the run table keeps."""
 NATIVE = "native"
 """The run table's kind of a run of the native routes (its events are ``AgentEvent``s)."""
 
@@ -82,6 +85,7 @@ class BackgroundRuns:
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _lost: set[str] = field(default_factory=set)
     _unrecorded: dict[str, tuple[Fence, str, str | None]] = field(default_factory=dict)
+    _ended: OrderedDict[str, tuple[str, str | None]] = field(default_factory=OrderedDict)
     _slots: asyncio.Semaphore | None = None
     _waiting: int = 0
     _listener: asyncio.Task[None] | None = None
@@ -106,6 +110,13 @@ class BackgroundRuns:
         """Whether this replica may start a run now."""
         return not self.draining() and len(self._tasks) < self.max_runs
 
+    def admit(self, overload: Literal["queue", "reject"]) -> None:
+        """Refuse a run with ``OverloadedError`` when it may not wait (``"reject"``) and there
+        is no room; before anything of it is done."""
+        if overload == "reject" and not self.room():
+            self.runner.metrics.runs_rejected.inc()
+            raise OverloadedError(self.max_runs, self.retry_after_s)
+
     async def start(
         self,
         thread_id: str,
@@ -125,9 +136,7 @@ class BackgroundRuns:
         or made here. A run past ``max_runs`` waits, or raises ``OverloadedError`` with
         ``overload="reject"``.
         """
-        if overload == "reject" and not self.room():
-            self.runner.metrics.runs_rejected.inc()
-            raise OverloadedError(self.max_runs, self.retry_after_s)
+        self.admit(overload)
         run_uuid = UUID(run_id) if run_id else uuid4()
         key = str(run_uuid)
         await self.events.open(key, thread_id)
@@ -307,8 +316,8 @@ class BackgroundRuns:
                         async for item in items:
                             if type(item) is AgentEvent:
                                 last = item
-                                if item.type == EventType.RUN_END and fence is not None:
-                                    await self._finish(fence, item.status or "done", item.error)
+                                if item.type == EventType.RUN_END:
+                                    await self._ended_as(run_id, fence, item.status or "done", item.error)
                             entries, logged = list(record(item)), 0
                             for entry in entries:
                                 self._check(run_id)
@@ -348,6 +357,29 @@ class BackgroundRuns:
         finally:
             self._slots.release()
 
+    async def _ended_as(self, run_id: str, fence: Fence | None, status: str, error: str | None) -> None:
+        """Note how the run ended: in the run table for a shared run, else in this process."""
+        if fence is not None:
+            await self._finish(fence, status, error)
+            return
+        self._ended[run_id] = (status, error)
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
+
+    async def describe(self, run_id: str, thread_id: str) -> dict[str, Any] | None:
+        """The run's status and attempt (``None`` unless it is a run of ``thread_id``): from the
+        run table when shared, else from what this process ran (``running`` until it ends)."""
+        if self.shared is not None and (row := await self.shared.table.get(run_id)) is not None:
+            if row.thread_id != thread_id:
+                return None
+            return {"run_id": run_id, "thread_id": thread_id, "status": row.status, "attempt": row.attempt,
+                    "error": row.error, "created_at": row.created_at.isoformat(),
+                    "updated_at": row.updated_at.isoformat()}
+        if await self.events.thread_of(run_id) != thread_id:
+            return None
+        status, error = self._ended.get(run_id, ("running", None))
+        return {"run_id": run_id, "thread_id": thread_id, "status": status, "attempt": 1, "error": error}
+
     async def _finish(self, fence: Fence, status: str, error: str | None) -> None:
         """Record how the run ended; when the database cannot take it now, the next lease renewal
         that reaches it does (``_held``)."""
@@ -372,8 +404,7 @@ class BackgroundRuns:
         log cannot take it either, its readers end their streams themselves
         (``agent_ng.service.runs.sse_events``)."""
         end = AgentEvent(EventType.RUN_END, run_id, thread_id, last.t if last else 0.0, **fields)
-        if fence is not None:
-            await self._finish(fence, end.status or "error", end.error)
+        await self._ended_as(run_id, fence, end.status or "error", end.error)
         try:
             entries = list(record(end))
         except Exception as e:

@@ -11,6 +11,7 @@ an ``id`` (``<run_id>:<cursor>``, increasing within the run)::
 | --- | --- |
 | ``POST /threads/{id}/runs/stream`` | ask and stream; with ``Last-Event-ID``, resume that run |
 | ``POST /threads/{id}/runs`` | ask in the background: ``{"run_id", "thread_id"}`` at once |
+| ``GET /threads/{id}/runs/{run_id}`` | the run's status and ``attempt`` |
 | ``GET /threads/{id}/runs/{run_id}/stream`` | join: from the start (or ``Last-Event-ID``), live |
 | ``POST /threads/{id}/runs/{run_id}/cancel`` | cancel: 200 once settled (or still queued), 202 if on another replica |
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -105,6 +107,16 @@ async def join_run(
         sse_events(run_id, thread_id, runs.events.read(run_id, after)),
         ping=request.app.state.settings.sse_ping_s,
     )
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}", summary="A run's status and attempt")
+async def get_run(thread_id: ThreadId, run_id: RunId, request: Request) -> dict[str, Any]:
+    """``status`` (``pending``, ``running``, or how it ended: the ``run_end`` statuses) and
+    ``attempt`` (above 1 once another replica took the run over); 404 for an unknown run."""
+    described = await request.app.state.runs.describe(run_id, thread_id)
+    if described is None:
+        raise HTTPException(404, f"no run {run_id} on thread {thread_id} (unknown or expired)")
+    return described
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel", summary="Cancel a run")

@@ -99,7 +99,7 @@ stream waits for it before closing), a cancel asked of another replica by a clie
 @router.post("/threads/{thread_id}/runs/stream", summary="Start a run on the thread and stream it")
 async def stream_run(thread_id: ThreadId, body: ThreadRunBody, request: Request) -> EventSourceResponse:
     """Start a run; SSE: ``metadata``, then the frames of the stream modes asked for."""
-    run = await create_run(request, thread_id, body)
+    run = await create_run(request, thread_id, body, streamed=True)
     runs = runs_of(request)
     lost = cancel_if_lost(runs, run.run_id, body.on_disconnect == "cancel")
     return stream_response(request, runs, run, lost, stream_headers(thread_id, run.run_id))
@@ -108,7 +108,7 @@ async def stream_run(thread_id: ThreadId, body: ThreadRunBody, request: Request)
 @router.post("/runs/stream", summary="Start a run on a new thread and stream it")
 async def stream_stateless_run(body: StatelessRunBody, request: Request) -> EventSourceResponse:
     """A stateless run: its thread is deleted after it (unless ``on_completion`` is ``"keep"``)."""
-    run = await create_run(request, str(uuid4()), body)
+    run = await create_run(request, str(uuid4()), body, streamed=True)
     runs = runs_of(request)
     lost = cancel_if_lost(runs, run.run_id, body.on_disconnect == "cancel")
     headers = {"Location": f"/runs/{run.run_id}/stream", "Content-Location": f"/runs/{run.run_id}"}
@@ -125,7 +125,7 @@ async def start_run(thread_id: ThreadId, body: ThreadRunBody, request: Request) 
 @router.post("/threads/{thread_id}/runs/wait", summary="Start a run on the thread and wait for its values")
 async def wait_run(thread_id: ThreadId, body: ThreadRunBody, request: Request) -> StreamingResponse:
     """The thread's values once the run ends (``__error__`` if it failed, ``__interrupt__`` if it waits)."""
-    run = await create_run(request, thread_id, body, wait=True)
+    run = await create_run(request, thread_id, body, wait=True, streamed=True)
     runs = runs_of(request)
     lost = cancel_if_lost(runs, run.run_id, body.on_disconnect == "cancel")
     return waiting_response(request, runs, run, lost, stateful=True)
@@ -134,7 +134,7 @@ async def wait_run(thread_id: ThreadId, body: ThreadRunBody, request: Request) -
 @router.post("/runs/wait", summary="Start a run on a new thread and wait for its values")
 async def wait_stateless_run(body: StatelessRunBody, request: Request) -> StreamingResponse:
     """``/runs/stream``'s run, answered as ``/threads/{id}/runs/wait`` answers."""
-    run = await create_run(request, str(uuid4()), body, wait=True)
+    run = await create_run(request, str(uuid4()), body, wait=True, streamed=True)
     runs = runs_of(request)
     lost = cancel_if_lost(runs, run.run_id, body.on_disconnect == "cancel")
     return waiting_response(request, runs, run, lost, stateful=False)
@@ -243,16 +243,24 @@ async def cancel_run(
 
 
 async def create_run(
-    request: Request, thread_id: str, body: ThreadRunBody | StatelessRunBody, *, wait: bool = False
+    request: Request,
+    thread_id: str,
+    body: ThreadRunBody | StatelessRunBody,
+    *,
+    wait: bool = False,
+    streamed: bool = False,
 ) -> RunRecord:
     """Check the body, make the thread ready (as ``multitask_strategy`` says) and start the run.
 
     The order is ``langgraph dev``'s: a bad body (422) before an unknown thread (404) before a
-    busy one (409)."""
+    busy one (409). A ``streamed`` run (its client waits on it) past ``AGENT_MAX_RUNS`` gets
+    503 (``AGENT_STREAM_OVERLOAD``) before anything is done; another waits its turn."""
     stateful = isinstance(body, ThreadRunBody)
     known_assistant(body.assistant_id)
     graph, runs, records = request.app.state.runner.graph, runs_of(request), records_of(request)
     input = graph_input(body, request, stateful)
+    if streamed:
+        runs.admit(request.app.state.settings.stream_overload)
     checkpoint_id = checkpoint_of(body, thread_id) if stateful else no_checkpoint(body)
     thread_metadata = await thread_for_run(graph, thread_id, body)
     if checkpoint_id is not None and await saver_of(graph).aget_tuple(thread_config(thread_id, checkpoint_id)) is None:

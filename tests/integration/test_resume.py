@@ -154,6 +154,7 @@ async def test_a_background_run_is_joined_later_from_its_start_and_replayed_afte
             started = await c.post("/threads/t1/runs", json={"input": "go"})
             run_id = started.json()["run_id"]
             await entered(gates, "first")  # running, with no client at all
+            while_running = (await c.get(f"/threads/t1/runs/{run_id}")).json()
             async with c.stream("GET", f"/threads/t1/runs/{run_id}/stream") as r:
                 live = await read(r)(until="tool_start")
                 gates.open("first")
@@ -168,7 +169,12 @@ async def test_a_background_run_is_joined_later_from_its_start_and_replayed_afte
             ) as r:
                 tail = await read(r)()
             thread = (await c.get("/threads/t1")).json()
+            ended = (await c.get(f"/threads/t1/runs/{run_id}")).json()
+            unknown = await c.get("/threads/t1/runs/00000000-0000-4000-8000-000000000000")
 
+    assert (while_running["status"], ended["status"]) == ("running", "done")
+    assert while_running["attempt"] == ended["attempt"] == 1
+    assert unknown.status_code == 404
     assert started.status_code == 202 and started.json()["thread_id"] == "t1"
     assert live[0].data["type"] == "run_start" and live[0].data["run_id"] == run_id
     assert live[-1].data["type"] == "run_end" and live[-1].data["status"] == "done"

@@ -103,8 +103,12 @@ async def test_a_run_is_a_record_that_ends_with_its_status_and_attempt(redis_pre
             run_id = (await c.post(f"/threads/{t}/runs", json={"input": "hi"})).json()["run_id"]
             got = await joined(c, t, run_id)
             row = await runs.get(run_id)
+            described = (await c.get(f"/threads/{t}/runs/{run_id}")).json()
+            elsewhere = await c.get(f"/threads/{thread()}/runs/{run_id}")
     await pool.close()
 
+    assert described["status"] == "done" and described["attempt"] == 1
+    assert elsewhere.status_code == 404
     assert got[0].data["type"] == "run_start" and got[0].data["attempt"] == 1
     assert got[-1].data["status"] == "done"
     assert (row.status, row.attempt, row.holder, row.thread_id) == ("done", 1, None, t)
@@ -121,6 +125,8 @@ async def test_past_max_runs_a_streamed_run_gets_503_and_a_background_run_waits_
             assert await asyncio.to_thread(started.wait, GUARD_S)
             second = (await c.post(f"/threads/{queued}/runs", json={"input": "b"})).json()["run_id"]
             rejected = await c.post(f"/threads/{refused}/runs/stream", json={"input": "c"})
+            body = {"assistant_id": "agent", "input": {"messages": [{"role": "user", "content": "d"}]}}
+            rejected_too = await c.post("/langgraph/runs/stream", json=body)
             during = (await c.get("/metrics")).text
             released.set()
             got_first, got_second = await joined(c, busy, first), await joined(c, queued, second)
@@ -128,8 +134,9 @@ async def test_past_max_runs_a_streamed_run_gets_503_and_a_background_run_waits_
 
     assert rejected.status_code == 503 and rejected.headers["retry-after"] == "3", rejected.text
     assert "AGENT_MAX_RUNS" in rejected.json()["detail"]
+    assert rejected_too.status_code == 503 and rejected_too.headers["retry-after"] == "3"
     assert metric(during, "agent_runs_queued") == 1 and metric(during, "agent_runs_held") == 1
-    assert metric(during, "agent_runs_rejected_total") == 1
+    assert metric(during, "agent_runs_rejected_total") == 2
     assert got_first[-1].data["status"] == "done" and got_second[-1].data["status"] == "done"
     assert "".join(f.data["text"] for f in got_second if f.event == "content") == "second"
     assert metric(after, "agent_runs_queued") == 0
@@ -177,6 +184,7 @@ async def test_a_run_whose_replica_died_is_taken_over_with_attempt_2(redis_prefi
             await redis.aclose()
             got = await joined(c, t, run_id)
             row = await runs.get(run_id)
+            described = (await c.get(f"/threads/{t}/runs/{run_id}")).json()
             metrics = (await c.get("/metrics")).text
     await pool.close()
 
@@ -185,6 +193,7 @@ async def test_a_run_whose_replica_died_is_taken_over_with_attempt_2(redis_prefi
     assert got[-1].data["status"] == "done"
     assert "".join(f.data["text"] for f in got if f.event == "content") == "taken over"
     assert (row.status, row.attempt) == ("done", 2)
+    assert (described["status"], described["attempt"]) == ("done", 2)
     assert metric(metrics, "agent_run_takeovers_total") == 1
 
 
