@@ -60,6 +60,7 @@ from agent_ng.service.drain import Drain
 from agent_ng.service.event_log import EventLogUnavailableError, event_log
 from agent_ng.service.hosts import TrustedHosts, allowed_hosts
 from agent_ng.service.inputs import validation_error
+from agent_ng.service.langgraph_server import runs as lg_runs
 from agent_ng.service.langgraph_server.plain_json import PlainTextJson
 from agent_ng.service.langgraph_server.run_records import RunRecords
 from agent_ng.service.metrics import GroupLimitsCollector, Metrics, RunQueueCollector
@@ -101,6 +102,7 @@ def create_app(
                 shared=await shared_runs(agent.graph.checkpointer, settings),
                 draining=lambda: app.state.drain.draining,
             )
+            app.state.runs.kinds[lg_runs.KIND] = lg_runs.run_kind(app.state.run_records)
             drain: Drain = app.state.drain
             drain.install()
             try:

@@ -51,6 +51,10 @@ NATIVE = "native"
 """The run table's kind of a run of the native routes (its events are ``AgentEvent``s)."""
 
 
+Kind = Callable[[str, Any], Record]
+"""The ``Record`` of a run of one kind, from the run's id and the ``spec`` it was started with."""
+
+
 def events_only(item: AgentEvent | Part) -> list[dict[str, Any]]:
     """The default ``Record``: each ``AgentEvent``'s data, no ``Part``."""
     return [item.to_dict()] if type(item) is AgentEvent else []
@@ -82,6 +86,8 @@ class BackgroundRuns:
     retry_after_s: int = 2
     shared: SharedRuns | None = None
     draining: Callable[[], bool] = lambda: False
+    kinds: dict[str, Kind] = field(default_factory=lambda: {NATIVE: lambda run_id, spec: events_only})
+    """How each kind of run writes its log (``start``); the LangGraph Server API adds its own."""
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _lost: set[str] = field(default_factory=set)
     _unrecorded: dict[str, tuple[Fence, str, str | None]] = field(default_factory=dict)
@@ -124,30 +130,35 @@ class BackgroundRuns:
         run_config: dict[str, Any] | None = None,
         *,
         record: Record | None = None,
+        kind: str = NATIVE,
+        spec: Any = None,
         run_id: str | None = None,
         overload: Literal["queue", "reject"] = "queue",
         **stream_kwargs: Any,
     ) -> str:
         """Start a run on ``thread_id`` (it waits its turn on a busy thread); returns its id.
 
-        ``input`` and ``stream_kwargs`` are ``Runner.events``'s; ``record`` turns each item
-        into the log's entries (default ``events_only``), also the ``run_end`` written for a
-        run cancelled or cut off by its log; ``run_id`` (a UUID's text) is chosen by the caller,
-        or made here. A run past ``max_runs`` waits, or raises ``OverloadedError`` with
-        ``overload="reject"``.
+        ``input`` and ``stream_kwargs`` are ``Runner.events``'s. What the run writes to its log
+        is its ``kind``'s (``kinds``: made from the run id and ``spec``; by default each
+        ``AgentEvent``), also the ``run_end`` written for a run cancelled or cut off by its log;
+        a run of a registered kind can be taken over by another replica, which makes it the
+        same way. ``record`` instead writes a run of this process only. ``run_id`` (a UUID's
+        text) is chosen by the caller, or made here. A run past ``max_runs`` waits, or raises
+        ``OverloadedError`` with ``overload="reject"``.
         """
         self.admit(overload)
         run_uuid = UUID(run_id) if run_id else uuid4()
         key = str(run_uuid)
         await self.events.open(key, thread_id)
         if self.shared is not None and record is None:
-            spec = {"input": input, "config": run_config or {}, "stream_kwargs": stream_kwargs}
-            await self.shared.table.add(key, thread_id, NATIVE, dumps(spec))
+            payload = {"input": input, "config": run_config or {}, "stream_kwargs": stream_kwargs, "spec": spec}
+            await self.shared.table.add(key, thread_id, kind, dumps(payload))
             if self.room() and (row := await self.shared.claim(key)) is not None:
                 await self._launch(row)
             return key
         config = {**(run_config or {}), "run_id": run_uuid}
-        self._spawn(key, self._write(key, thread_id, input, config, record or events_only, stream_kwargs))
+        record = record or self.kinds[kind](key, spec)
+        self._spawn(key, self._write(key, thread_id, input, config, record, stream_kwargs))
         return key
 
     def _spawn(self, run_id: str, write: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -199,7 +210,8 @@ class BackgroundRuns:
             return
         config = {**spec["config"], "run_id": UUID(row.run_id)}
         config["metadata"] = {**config.get("metadata", {}), "run_id": row.run_id, RUN_ATTEMPT: row.attempt}
-        await self._write(row.run_id, row.thread_id, input, config, events_only, spec["stream_kwargs"], fence, token)
+        record = self.kinds[row.kind](row.run_id, spec["spec"])
+        await self._write(row.run_id, row.thread_id, input, config, record, spec["stream_kwargs"], fence, token)
 
     async def _held(self, runs: dict[str, bool]) -> None:
         """After a lease renewal: stop the runs this replica lost, cancel those asked to, record

@@ -36,6 +36,7 @@ import json
 import logging
 from collections.abc import Callable, Coroutine
 from contextlib import aclosing
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 from uuid import uuid4
 
@@ -283,8 +284,8 @@ async def create_run(
         stream_kwargs["context"] = body.context
     records.add(run)
     try:
-        await runs.start(thread_id, input, config, record=recorder(records, run_id, frames), run_id=run_id,
-                         **stream_kwargs)
+        spec = {"stream_mode": list(frames.stream_mode), "subgraphs": frames.subgraphs, "run": asdict(run)}
+        await runs.start(thread_id, input, config, kind=KIND, spec=spec, run_id=run_id, **stream_kwargs)
     except BaseException:
         records.discard(run_id)
         raise
@@ -325,6 +326,22 @@ async def take_turn(request: Request, thread_id: str, strategy: str, input: Any)
         await roll_back(request, [run.run_id for run in ahead])
     if is_new_input(input) and not runner.busy(thread_id):
         await runner.ready(thread_id)
+
+
+KIND = "langgraph"
+"""The kind of a LangGraph Server API run among the service's runs (``BackgroundRuns.kinds``)."""
+
+
+def run_kind(records: RunRecords) -> Callable[[str, dict[str, Any]], Callable[[AgentEvent | Part], list[dict[str, Any]]]]:
+    """How a run of this API writes its log, made from its ``spec`` on the replica that runs
+    it: its first one, or one that took it over (which then keeps the run's record too)."""
+
+    def record_of(run_id: str, spec: dict[str, Any]) -> Callable[[AgentEvent | Part], list[dict[str, Any]]]:
+        if records.get(run_id) is None:
+            records.add(RunRecord(**spec["run"]))
+        return recorder(records, run_id, Frames(spec["stream_mode"], spec["subgraphs"]))
+
+    return record_of
 
 
 def recorder(records: RunRecords, run_id: str, frames: Frames) -> Callable[[AgentEvent | Part], list[dict[str, Any]]]:

@@ -252,3 +252,71 @@ async def test_a_replica_whose_run_was_taken_over_writes_nothing_more_for_it(red
     assert (row.status, row.holder, row.attempt) == ("running", "other-replica", 2)
     assert max(h["messages"] for h in history) == 2  # the question and the call: no result, no answer
     assert len(model.seen) == 1  # the answer after the tool was never asked for here
+
+
+async def test_a_langgraph_server_api_run_is_a_shared_run_too(redis_prefix):
+    model = ScriptedModel(replies=[Reply(text="via the sdk")])
+    pool, runs = await table()
+    with serving(create_app(settings(redis_prefix), model=model, tools=[])) as url:
+        async with client(url) as c, asyncio.timeout(GUARD_S):
+            t = (await c.post("/langgraph/threads", json={})).json()["thread_id"]
+            body = {"assistant_id": "agent", "input": {"messages": [{"role": "user", "content": "hi"}]},
+                    "stream_mode": ["messages-tuple"]}
+            async with c.stream("POST", f"/langgraph/threads/{t}/runs/stream", json=body) as r:
+                run_id = r.headers["content-location"].rsplit("/", 1)[-1]
+                got = [f async for f in events(r)]
+            record = (await c.get(f"/langgraph/threads/{t}/runs/{run_id}")).json()
+            row = await runs.get(run_id)
+    await pool.close()
+
+    assert got[0].event == "metadata" and got[0].data == {"run_id": run_id, "attempt": 1}
+    assert "".join(f.data[0]["content"] for f in got if f.event == "messages") == "via the sdk"
+    assert record["status"] == "success"
+    assert (row.kind, row.status, row.attempt) == ("langgraph", "done", 1)
+
+
+async def test_a_langgraph_server_api_run_lost_to_a_replica_that_died_is_taken_back_and_its_stream_goes_on(
+    redis_prefix,
+):
+    released = threading.Event()
+    calls_made: list[float] = []
+
+    @tool
+    def hold() -> str:
+        """Waits until the test releases it."""
+        calls_made.append(0.0)
+        assert released.wait(GUARD_S)
+        return "released"
+
+    model = ScriptedModel(replies=[calls(("hold", {})), Reply(text="after the takeover")])
+    pool, runs = await table()
+    with serving(create_app(settings(redis_prefix), model=model, tools=[hold])) as url:
+        async with client(url) as c, asyncio.timeout(GUARD_S):
+            t = (await c.post("/langgraph/threads", json={})).json()["thread_id"]
+            body = {"assistant_id": "agent", "input": {"messages": [{"role": "user", "content": "hold it"}]},
+                    "stream_mode": ["messages-tuple"]}
+            run_id = (await c.post(f"/langgraph/threads/{t}/runs", json=body)).json()["run_id"]
+            while not calls_made:
+                await asyncio.sleep(0.02)
+            async with pool.connection() as conn:  # a replica took it over, then died at once
+                await conn.execute(
+                    "UPDATE agent_ng_runs SET holder = 'ghost', attempt = attempt + 1,"
+                    " lease_until = clock_timestamp() + interval '200 milliseconds' WHERE run_id = %s",
+                    (run_id,),
+                )
+            while (await runs.get(run_id)).attempt < 3:  # this replica took it back
+                await asyncio.sleep(0.02)
+            released.set()
+            async with c.stream("GET", f"/langgraph/threads/{t}/runs/{run_id}/stream") as r:
+                got = [f async for f in events(r)]
+            record = (await c.get(f"/langgraph/threads/{t}/runs/{run_id}")).json()
+            state = (await c.get(f"/langgraph/threads/{t}/state")).json()
+            row = await runs.get(run_id)
+    await pool.close()
+
+    assert [f.data["attempt"] for f in got if f.event == "metadata"] == [1, 3]
+    assert "".join(f.data[0]["content"] for f in got if f.event == "messages" and f.data[0]["type"] == "AIMessageChunk") \
+        .endswith("after the takeover")
+    assert len(calls_made) == 2  # the call had not finished: it ran again
+    assert record["status"] == "success" and (row.status, row.attempt) == ("done", 3)
+    assert [m["type"] for m in state["values"]["messages"]] == ["human", "ai", "tool", "ai"]
