@@ -99,14 +99,15 @@ async def run_agui(body: AguiInput, request: Request) -> EventSourceResponse:
     """Ask the last user message on ``threadId``; the run's events go out as AG-UI SSE frames."""
     question = last_user_text(body)
     check_question(question, request.app.state.settings, loc=("body", "messages"))
-    runner = request.app.state.runner
+    runner, runs = request.app.state.runner, request.app.state.runs
+    runs.admit(request.app.state.settings.stream_overload)
     if not runner.busy(body.thread_id):  # a run ahead of this one is checked when it ends
         await runner.ready(body.thread_id)
     encoder = EventEncoder(accept=request.headers.get("accept"))
     translation = AguiTranslation(body.thread_id, body.run_id)
 
     async def frames() -> AsyncIterator[bytes]:
-        async with aclosing(runner.events(body.thread_id, question)) as events:
+        async with runs.foreground(), aclosing(runner.events(body.thread_id, question)) as events:
             async for event in events:
                 for out in translation.translate(carriable(event)):
                     yield encoder.encode(out).encode()

@@ -75,9 +75,9 @@ class BackgroundRuns:
 
     At most ``max_runs`` run at once; past it a run waits its turn (in this process, or in the
     run table every replica claims from when ``shared``), or is refused with ``OverloadedError``
-    when its caller says so. With ``shared`` (``agent_ng.service.shared_runs``) a run whose
-    input the table can keep (no custom ``record``) is a record every replica sees, taken over
-    when this replica dies.
+    when its caller says so. With ``shared`` (``agent_ng.service.shared_runs``) a run of a
+    registered kind (not one with a ``record`` of its own) is a record every replica sees,
+    taken over when this replica dies.
     """
 
     runner: Runner
@@ -94,6 +94,7 @@ class BackgroundRuns:
     _ended: OrderedDict[str, tuple[str, str | None]] = field(default_factory=OrderedDict)
     _slots: asyncio.Semaphore | None = None
     _waiting: int = 0
+    _foreground: int = 0
     _listener: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
@@ -114,7 +115,18 @@ class BackgroundRuns:
 
     def room(self) -> bool:
         """Whether this replica may start a run now."""
-        return not self.draining() and len(self._tasks) < self.max_runs
+        return not self.draining() and len(self._tasks) + self._foreground < self.max_runs
+
+    @asynccontextmanager
+    async def foreground(self) -> AsyncIterator[None]:
+        """Hold one of ``max_runs`` slots for a run streamed straight to its client rather than
+        through the log (AG-UI), waiting for one if there is none."""
+        async with self._slot():
+            self._foreground += 1
+            try:
+                yield
+            finally:
+                self._foreground -= 1
 
     def admit(self, overload: Literal["queue", "reject"]) -> None:
         """Refuse a run with ``OverloadedError`` when it may not wait (``"reject"``) and there
@@ -244,7 +256,7 @@ class BackgroundRuns:
 
     def held(self) -> int:
         """Runs this replica has started (or queued in this process) and not ended."""
-        return len(self._tasks)
+        return len(self._tasks) + self._foreground
 
     def running(self, run_id: str) -> bool:
         return run_id in self._tasks

@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 
 import httpx
 from ag_ui_validate.protocol.jsonpatch import PatchOk, apply_patch
@@ -21,7 +22,7 @@ from agent_ng.service.settings import ServiceSettings
 from agent_ng.tools import progress
 from tests.helpers.graph_runs import until_cancelled
 from tests.helpers.live_server import serving
-from tests.helpers.scripted_model import Reply, ScriptedModel
+from tests.helpers.scripted_model import Reply, ScriptedModel, calls
 
 GUARD_S = 15
 
@@ -253,3 +254,31 @@ def test_the_ag_ui_validate_command_passes_the_live_endpoint_with_the_offline_mo
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["summary"]["errors"] == 0 and report["summary"]["warnings"] == 0
+
+
+async def test_an_agui_run_holds_one_of_max_runs_and_past_it_another_gets_503():
+    released, started = threading.Event(), threading.Event()
+
+    @tool
+    def hold() -> str:
+        """Waits until the test releases it."""
+        started.set()
+        assert released.wait(GUARD_S)
+        return "released"
+
+    model = ScriptedModel(replies=[calls(("hold", {})), Reply(text="done")])
+    app = create_app(settings(max_runs=1, retry_after_s=4), model=model, tools=[hold])
+    with serving(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=GUARD_S) as c, asyncio.timeout(GUARD_S):
+            first = asyncio.create_task(post_events(url, run_input("t1", "hold on")))
+            assert await asyncio.to_thread(started.wait, GUARD_S)
+            refused = await c.post("/agui", json=run_input("t2", "and me?", run="run-2"))
+            native = await c.post("/threads/t3/runs/stream", json={"input": "me too?"})
+            held = app.state.runs.held()
+            released.set()
+            got = await first
+
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "4"
+    assert native.status_code == 503
+    assert held == 1
+    assert got[-1]["type"] == "RUN_FINISHED"
