@@ -31,7 +31,7 @@ from agent_ng.contract import EventType
 from agent_ng.graph.events import RUN_ATTEMPT, AgentEvent, Part, shielded
 from agent_ng.persistence.fencing import Fence, FencedError, fenced
 from agent_ng.persistence.thread_lock import locks_of
-from agent_ng.service.event_log import EventLog
+from agent_ng.service.event_log import END, EventLog
 from agent_ng.service.runner import Runner
 from agent_ng.service.shared_runs import SharedRuns, dumps, loads
 
@@ -344,7 +344,8 @@ class BackgroundRuns:
                                     await self._ended_as(run_id, fence, item.status or "done", item.error)
                             entries, logged = list(record(item)), 0
                             for entry in entries:
-                                self._check(run_id)
+                                if entry.get("type") != END:  # an end is told even past the lease
+                                    self._check(run_id)
                                 await self.events.append(run_id, entry, token)
                                 logged += 1
             except asyncio.CancelledError:
@@ -363,7 +364,10 @@ class BackgroundRuns:
                 await self._end(run_id, thread_id, record, last, token, fence, status="error", error=one_line(e))
 
     def _check(self, run_id: str) -> None:
-        """Refuse to write a shared run whose lease lapsed by this replica's clock."""
+        """Refuse to write a shared run whose lease lapsed by this replica's clock: it may have
+        been taken over while this replica was frozen. Its ``run_end`` is written anyway (a run
+        that failed when the database went away must say so); the event log's token refuses it
+        if another replica holds the run."""
         if self.shared is not None and self.shared.holds(run_id) and not self.shared.valid(run_id):
             raise FencedError(run_id)
 
