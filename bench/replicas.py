@@ -98,7 +98,7 @@ class Size:
 SETTINGS = (Setting(1.0, 0.2), Setting(5.0, 0.5))
 SIZES = {
     "full": Size(20, 3, SETTINGS, 10, 10, 3, 3.0),
-    "smoke": Size(2, 3, SETTINGS[:1], 10, 2, 1, 0.5),
+    "smoke": Size(1, 2, SETTINGS[:1], 10, 2, 1, 0.5),
 }
 
 

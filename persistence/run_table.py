@@ -177,12 +177,12 @@ class PostgresRunTable:
 
     async def add(self, run_id: str, thread_id: str, kind: str, payload: bytes) -> RunRow:
         """Queue a run: ``pending``, attempt 0, after every run already on its thread."""
-        row = await self._one(
+        row = await self._one(  # once more after a lost connection: it may have been added then
             "INSERT INTO agent_ng_runs (run_id, queue, thread_id, status, kind, payload)"
-            " VALUES (%s, %s, %s, 'pending', %s, %s) RETURNING *",
+            " VALUES (%s, %s, %s, 'pending', %s, %s) ON CONFLICT (run_id) DO NOTHING RETURNING *",
             (run_id, self.queue, thread_id, kind, payload),
-            repeatable=False,
         )
+        row = row or await self.get(run_id)
         assert row is not None
         return row
 

@@ -222,7 +222,7 @@ class BackgroundRuns:
             return
         config = {**spec["config"], "run_id": UUID(row.run_id)}
         config["metadata"] = {**config.get("metadata", {}), "run_id": row.run_id, RUN_ATTEMPT: row.attempt}
-        record = self.kinds[row.kind](row.run_id, spec["spec"])
+        record = self.kinds[row.kind](row.run_id, spec.get("spec"))
         await self._write(row.run_id, row.thread_id, input, config, record, spec["stream_kwargs"], fence, token)
 
     async def _held(self, runs: dict[str, bool]) -> None:
@@ -327,8 +327,8 @@ class BackgroundRuns:
         token: str | None = None,
     ) -> None:
         """Run the run (once it has a slot), logging what ``record`` makes of each item. A shared
-        run's end is recorded in the run table before its ``run_end`` reaches the log, so a
-        client that read the ``run_end`` finds the run ended."""
+        run's end is recorded in the run table just after its ``run_end`` reaches the log: the
+        client is told first, without waiting on the database (which may be what failed)."""
         last: AgentEvent | None = None
         entries: list[dict[str, Any]] = []
         logged = 0
@@ -340,14 +340,14 @@ class BackgroundRuns:
                         async for item in items:
                             if type(item) is AgentEvent:
                                 last = item
-                                if item.type == EventType.RUN_END:
-                                    await self._ended_as(run_id, fence, item.status or "done", item.error)
                             entries, logged = list(record(item)), 0
                             for entry in entries:
                                 if entry.get("type") != END:  # an end is told even past the lease
                                     self._check(run_id)
                                 await self.events.append(run_id, entry, token)
                                 logged += 1
+                            if last is item and item.type == EventType.RUN_END:
+                                await self._ended_as(run_id, fence, item.status or "done", item.error)
             except asyncio.CancelledError:
                 if run_id in self._lost:
                     return
@@ -356,6 +356,8 @@ class BackgroundRuns:
                 if last is None or last.type != EventType.RUN_END:
                     await self._end(run_id, thread_id, record, last, token, fence, status="cancelled")
                     log.info("run %s on thread %s cancelled", run_id, thread_id)
+                elif fence is not None:  # stopped between its run_end and its record
+                    await self._ended_as(run_id, fence, last.status or "done", last.error)
             except FencedError:
                 self._lost.add(run_id)
                 log.warning("run %s on thread %s was taken over by another replica; stopped here", run_id, thread_id)
@@ -428,11 +430,10 @@ class BackgroundRuns:
         fence: Fence | None = None,
         **fields: Any,
     ) -> None:
-        """Close the run's log with a ``run_end`` (a shared run's end recorded first); when the
-        log cannot take it either, its readers end their streams themselves
+        """Close the run's log with a ``run_end``, then note how the run ended; when the log
+        cannot take it either, its readers end their streams themselves
         (``agent_ng.service.runs.sse_events``)."""
         end = AgentEvent(EventType.RUN_END, run_id, thread_id, last.t if last else 0.0, **fields)
-        await self._ended_as(run_id, fence, end.status or "error", end.error)
         try:
             entries = list(record(end))
         except Exception as e:
@@ -440,6 +441,7 @@ class BackgroundRuns:
             entries = [end.to_dict()]
         for entry in entries:
             await self._append(run_id, thread_id, entry, token)
+        await self._ended_as(run_id, fence, end.status or "error", end.error)
 
     async def _append(self, run_id: str, thread_id: str, entry: dict[str, Any], token: str | None = None) -> None:
         try:

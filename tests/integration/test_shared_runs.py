@@ -68,6 +68,13 @@ async def table() -> tuple[AsyncConnectionPool, PostgresRunTable]:
     return pool, PostgresRunTable(pool, lease_s=LEASE_S, timeout_s=5, queue=os.environ["AGENT_RUN_QUEUE"])
 
 
+async def ended(runs: PostgresRunTable, run_id: str):
+    """The run's row once its end is recorded (just after its run_end reaches the log)."""
+    while (row := await runs.get(run_id)).status in ("pending", "running"):
+        await asyncio.sleep(0.02)
+    return row
+
+
 async def joined(c: httpx.AsyncClient, thread_id: str, run_id: str) -> list:
     async with c.stream("GET", f"/threads/{thread_id}/runs/{run_id}/stream") as r:
         assert r.status_code == 200, await r.aread()
@@ -102,7 +109,7 @@ async def test_a_run_is_a_record_that_ends_with_its_status_and_attempt(redis_pre
         async with client(url) as c, asyncio.timeout(GUARD_S):
             run_id = (await c.post(f"/threads/{t}/runs", json={"input": "hi"})).json()["run_id"]
             got = await joined(c, t, run_id)
-            row = await runs.get(run_id)
+            row = await ended(runs, run_id)
             described = (await c.get(f"/threads/{t}/runs/{run_id}")).json()
             elsewhere = await c.get(f"/threads/{thread()}/runs/{run_id}")
     await pool.close()
@@ -183,7 +190,7 @@ async def test_a_run_whose_replica_died_is_taken_over_with_attempt_2(redis_prefi
             await redis.set(f"{redis_prefix}run:{run_id}:thread", t, ex=600)
             await redis.aclose()
             got = await joined(c, t, run_id)
-            row = await runs.get(run_id)
+            row = await ended(runs, run_id)
             described = (await c.get(f"/threads/{t}/runs/{run_id}")).json()
             metrics = (await c.get("/metrics")).text
     await pool.close()
@@ -211,7 +218,7 @@ async def test_a_run_past_its_attempts_ends_with_an_error_instead_of_running_aga
             await redis.set(f"{redis_prefix}run:{run_id}:thread", t, ex=600)
             await redis.aclose()
             got = await joined(c, t, run_id)
-            row = await runs.get(run_id)
+            row = await ended(runs, run_id)
     await pool.close()
 
     assert [f.event for f in got] == ["run_end"]
@@ -266,7 +273,7 @@ async def test_a_langgraph_server_api_run_is_a_shared_run_too(redis_prefix):
                 run_id = r.headers["content-location"].rsplit("/", 1)[-1]
                 got = [f async for f in events(r)]
             record = (await c.get(f"/langgraph/threads/{t}/runs/{run_id}")).json()
-            row = await runs.get(run_id)
+            row = await ended(runs, run_id)
     await pool.close()
 
     assert got[0].event == "metadata" and got[0].data == {"run_id": run_id, "attempt": 1}
@@ -311,7 +318,7 @@ async def test_a_langgraph_server_api_run_lost_to_a_replica_that_died_is_taken_b
                 got = [f async for f in events(r)]
             record = (await c.get(f"/langgraph/threads/{t}/runs/{run_id}")).json()
             state = (await c.get(f"/langgraph/threads/{t}/state")).json()
-            row = await runs.get(run_id)
+            row = await ended(runs, run_id)
     await pool.close()
 
     assert [f.data["attempt"] for f in got if f.event == "metadata"] == [1, 3]
