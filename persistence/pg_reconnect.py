@@ -105,6 +105,37 @@ def unreachable(database: str, error: BaseException) -> CheckpointUnavailableErr
     return CheckpointUnavailableError(f"{database} is unreachable: {reason}")
 
 
+async def once_more(
+    operation: Callable[[], Awaitable[T]],
+    recover: Callable[[BaseException], Awaitable[None]],
+    timeout_s: float,
+    database: str,
+    *,
+    repeatable: bool = True,
+) -> T:
+    """``operation`` within ``timeout_s``. After a lost connection ``recover`` runs (the pool
+    replaces its broken connections), then the operation once more if ``repeatable``; a second
+    loss, or a first one of an operation that may have taken effect, is ``CheckpointUnavailableError``."""
+
+    async def attempt() -> T:
+        try:
+            return await operation()
+        except psycopg.OperationalError as e:
+            if not connection_lost(e):
+                raise
+            await recover(e)
+            if not repeatable:
+                raise unreachable(database, e) from e
+        try:
+            return await operation()
+        except psycopg.OperationalError as e:
+            if connection_lost(e):
+                raise unreachable(database, e) from e
+            raise
+
+    return await within(timeout_s, attempt, database)
+
+
 class ReconnectingPostgresSaver(AsyncPostgresSaver):
     """``AsyncPostgresSaver`` that runs an operation once more after a lost connection, each
     operation bounded by ``timeout_s``."""
@@ -124,22 +155,7 @@ class ReconnectingPostgresSaver(AsyncPostgresSaver):
 
     async def _once_more(self, operation: Callable[[], Awaitable[T]]) -> T:
         """``operation``, retried once after a lost connection, all within ``timeout_s``."""
-
-        async def retried() -> T:
-            try:
-                return await operation()
-            except psycopg.OperationalError as e:
-                if not connection_lost(e):
-                    raise
-                await self._recover(e)
-            try:
-                return await operation()
-            except psycopg.OperationalError as e:
-                if connection_lost(e):
-                    raise unreachable(self.database, e) from e
-                raise
-
-        return await within(self.timeout_s, retried, self.database)
+        return await once_more(operation, self._recover, self.timeout_s, self.database)
 
     async def guarded(self, operation: Callable[[], Awaitable[T]]) -> T:
         """One's own database operation on this saver's pool, retried and bounded as its own are."""

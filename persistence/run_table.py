@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from agent_ng.persistence.pg_reconnect import connection_lost, database_named, unreachable, within
+from agent_ng.persistence.pg_reconnect import database_named, once_more
 
 T = TypeVar("T")
 
@@ -318,24 +318,10 @@ class PostgresRunTable:
         return await self._bounded(rows)
 
     async def _bounded(self, operation: Callable[[], Awaitable[T]], *, repeatable: bool = True) -> T:
-        """``operation`` within ``timeout_s``. A lost connection has the pool replace its broken
-        ones, then the operation runs once more if ``repeatable`` (a claim or a finish whose
-        answer was lost may have happened: it is not repeated)."""
+        """``operation`` within ``timeout_s``, once more after a lost connection if ``repeatable``
+        (a claim or a finish whose answer was lost may have happened: it is not repeated)."""
 
-        async def attempt() -> T:
-            try:
-                return await operation()
-            except psycopg.OperationalError as e:
-                if not connection_lost(e):
-                    raise
-                await self.pool.check()
-                if not repeatable:
-                    raise unreachable(self.database, e) from e
-            try:
-                return await operation()
-            except psycopg.OperationalError as e:
-                if connection_lost(e):
-                    raise unreachable(self.database, e) from e
-                raise
+        async def recover(error: BaseException) -> None:
+            await self.pool.check()
 
-        return await within(self.timeout_s, attempt, self.database)
+        return await once_more(operation, recover, self.timeout_s, self.database, repeatable=repeatable)

@@ -20,6 +20,7 @@ from langchain_core.tools import tool
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
 
 from agent_ng.persistence.run_table import PostgresRunTable
 from agent_ng.service.app import create_app
@@ -175,20 +176,24 @@ async def test_a_queued_run_cancelled_ends_at_once_and_never_runs(redis_prefix):
     assert len(model.seen) == 2  # "never" was never played
 
 
-async def test_a_run_whose_replica_died_is_taken_over_with_attempt_2(redis_prefix):
+async def ghost_run(runs: PostgresRunTable, redis_prefix: str):
+    """A run another replica started, claimed, then died holding: its lease lapses. The run's log
+    is opened as that replica would have (``EventLog.open``)."""
     t, run_id = thread(), str(uuid.uuid4())
+    await runs.add(run_id, t, NATIVE, dumps({"input": "hi", "config": {}, "stream_kwargs": {}}))
+    ghost = await runs.claim("ghost-replica", run_id=run_id)
+    redis = Redis.from_url(REDIS_URL)
+    await redis.set(f"{redis_prefix}run:{run_id}:thread", t, ex=600)
+    await redis.aclose()
+    return t, run_id, ghost
+
+
+async def test_a_run_whose_replica_died_is_taken_over_with_attempt_2(redis_prefix):
     model = ScriptedModel(replies=[Reply(text="taken over")])
     pool, runs = await table()
-    await runs.add(run_id, t, NATIVE, dumps({"input": "hi", "config": {}, "stream_kwargs": {}}))
-    ghost = await runs.claim("ghost-replica", run_id=run_id)  # claims it, then dies: the lease lapses
+    t, run_id, ghost = await ghost_run(runs, redis_prefix)
     with serving(create_app(settings(redis_prefix), model=model, tools=[])) as url:
         async with client(url) as c, asyncio.timeout(GUARD_S):
-            # the log of a run another replica opened: the ghost never wrote it, so open it here
-            from redis.asyncio import Redis
-
-            redis = Redis.from_url(REDIS_URL)
-            await redis.set(f"{redis_prefix}run:{run_id}:thread", t, ex=600)
-            await redis.aclose()
             got = await joined(c, t, run_id)
             row = await ended(runs, run_id)
             described = (await c.get(f"/threads/{t}/runs/{run_id}")).json()
@@ -205,18 +210,11 @@ async def test_a_run_whose_replica_died_is_taken_over_with_attempt_2(redis_prefi
 
 
 async def test_a_run_past_its_attempts_ends_with_an_error_instead_of_running_again(redis_prefix):
-    t, run_id = thread(), str(uuid.uuid4())
     model = ScriptedModel(replies=[Reply(text="never")])
     pool, runs = await table()
-    await runs.add(run_id, t, NATIVE, dumps({"input": "hi", "config": {}, "stream_kwargs": {}}))
-    await runs.claim("ghost-replica", run_id=run_id)
+    t, run_id, _ = await ghost_run(runs, redis_prefix)
     with serving(create_app(settings(redis_prefix, run_max_attempts=1), model=model, tools=[])) as url:
         async with client(url) as c, asyncio.timeout(GUARD_S):
-            from redis.asyncio import Redis
-
-            redis = Redis.from_url(REDIS_URL)
-            await redis.set(f"{redis_prefix}run:{run_id}:thread", t, ex=600)
-            await redis.aclose()
             got = await joined(c, t, run_id)
             row = await ended(runs, run_id)
     await pool.close()
@@ -246,8 +244,6 @@ async def test_a_replica_whose_run_was_taken_over_writes_nothing_more_for_it(red
                 await asyncio.sleep(0.02)
             released.set()
             history = (await c.get(f"/threads/{t}/history")).json()
-            from redis.asyncio import Redis
-
             redis = Redis.from_url(REDIS_URL, decode_responses=True)
             logged = [e["event"] for _, e in await redis.xrange(f"{redis_prefix}run:{run_id}:events")]
             await redis.aclose()
