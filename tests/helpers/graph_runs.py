@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import defaultdict
 
 from langchain_core.messages import HumanMessage, ToolMessage
@@ -29,6 +30,23 @@ def until_cancelled(cancelled: list[str]) -> BaseTool:
         return "unreachable"
 
     return forever
+
+
+def until_released(
+    released: threading.Event, started: threading.Event | None = None, within_s: float = GUARD_S
+) -> BaseTool:
+    """A tool ``hold`` that sets ``started``, then waits until the test sets ``released`` (for a
+    server in another thread: what is "still running" is the test's decision, not timing)."""
+
+    @tool
+    def hold() -> str:
+        """Waits until the test releases it."""
+        if started is not None:
+            started.set()
+        assert released.wait(within_s)
+        return "released"
+
+    return hold
 
 
 def settings(**overrides) -> Settings:

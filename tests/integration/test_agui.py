@@ -20,7 +20,7 @@ from agent_ng.service.agui import AguiTranslation
 from agent_ng.service.app import create_app
 from agent_ng.service.settings import ServiceSettings
 from agent_ng.tools import progress
-from tests.helpers.graph_runs import until_cancelled
+from tests.helpers.graph_runs import until_cancelled, until_released
 from tests.helpers.live_server import serving
 from tests.helpers.scripted_model import Reply, ScriptedModel, calls
 
@@ -259,15 +259,8 @@ def test_the_ag_ui_validate_command_passes_the_live_endpoint_with_the_offline_mo
 async def test_an_agui_run_holds_one_of_max_runs_and_past_it_another_gets_503():
     released, started = threading.Event(), threading.Event()
 
-    @tool
-    def hold() -> str:
-        """Waits until the test releases it."""
-        started.set()
-        assert released.wait(GUARD_S)
-        return "released"
-
     model = ScriptedModel(replies=[calls(("hold", {})), Reply(text="done")])
-    app = create_app(settings(max_runs=1, retry_after_s=4), model=model, tools=[hold])
+    app = create_app(settings(max_runs=1, retry_after_s=4), model=model, tools=[until_released(released, started, GUARD_S)])
     with serving(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=GUARD_S) as c, asyncio.timeout(GUARD_S):
             first = asyncio.create_task(post_events(url, run_input("t1", "hold on")))

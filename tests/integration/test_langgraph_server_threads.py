@@ -37,6 +37,7 @@ from agent_ng.persistence.threads import list_threads, thread_config, thread_ids
 from agent_ng.service.app import create_app
 from agent_ng.service.langgraph_server.assistants import ASSISTANT_ID
 from agent_ng.service.settings import ServiceSettings
+from tests.helpers.graph_runs import until_released
 from tests.helpers.live_server import serving
 from tests.helpers.scripted_model import Reply, ScriptedModel, calls
 from tests.helpers.sse import events
@@ -237,15 +238,8 @@ async def test_update_state_as_a_node_is_read_back_and_forks_from_a_checkpoint(c
 async def test_a_thread_a_run_holds_is_busy_and_refuses_delete_and_update(checkpoint_url):
     released, started = threading.Event(), threading.Event()
 
-    @tool
-    def hold() -> str:
-        """Waits until the test releases it."""
-        started.set()
-        assert released.wait(GUARD_S)
-        return "released"
-
     model = ScriptedModel(replies=[calls(("hold", {})), Reply(text="done")])
-    with serving(create_app(settings(checkpoint_url), model=model, tools=[hold])) as base:
+    with serving(create_app(settings(checkpoint_url), model=model, tools=[until_released(released, started, GUARD_S)])) as base:
         client = get_client(url=f"{base}/langgraph")
         thread_id = (await client.threads.create())["thread_id"]
         running = asyncio.create_task(native_run(base, thread_id))

@@ -27,6 +27,7 @@ from agent_ng.service.app import create_app
 from agent_ng.service.background import NATIVE
 from agent_ng.service.settings import ServiceSettings
 from agent_ng.service.shared_runs import dumps
+from tests.helpers.graph_runs import until_released
 from tests.helpers.live_server import serving
 from tests.helpers.scripted_model import Reply, ScriptedModel, calls
 from tests.helpers.sse import events
@@ -82,18 +83,6 @@ async def joined(c: httpx.AsyncClient, thread_id: str, run_id: str) -> list:
         return [f async for f in events(r)]
 
 
-def held_tool(released: threading.Event, started: threading.Event | None = None):
-    @tool
-    def hold() -> str:
-        """Waits until the test releases it."""
-        if started is not None:
-            started.set()
-        assert released.wait(GUARD_S)
-        return "released"
-
-    return hold
-
-
 def metric(text: str, name: str) -> float:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -126,7 +115,7 @@ async def test_past_max_runs_a_streamed_run_gets_503_and_a_background_run_waits_
     busy, queued, refused = thread(), thread(), thread()
     released, started = threading.Event(), threading.Event()
     model = ScriptedModel(replies=[calls(("hold", {})), Reply(text="first"), Reply(text="second")])
-    app = create_app(settings(redis_prefix, max_runs=1, retry_after_s=3), model=model, tools=[held_tool(released, started)])
+    app = create_app(settings(redis_prefix, max_runs=1, retry_after_s=3), model=model, tools=[until_released(released, started, GUARD_S)])
     with serving(app) as url:
         async with client(url) as c, asyncio.timeout(GUARD_S):
             first = (await c.post(f"/threads/{busy}/runs", json={"input": "a"})).json()["run_id"]
@@ -155,7 +144,7 @@ async def test_a_queued_run_cancelled_ends_at_once_and_never_runs(redis_prefix):
     released, started = threading.Event(), threading.Event()
     model = ScriptedModel(replies=[calls(("hold", {})), Reply(text="first"), Reply(text="never")])
     pool, runs = await table()
-    app = create_app(settings(redis_prefix, max_runs=1), model=model, tools=[held_tool(released, started)])
+    app = create_app(settings(redis_prefix, max_runs=1), model=model, tools=[until_released(released, started, GUARD_S)])
     with serving(app) as url:
         async with client(url) as c, asyncio.timeout(GUARD_S):
             first = (await c.post(f"/threads/{busy}/runs", json={"input": "a"})).json()["run_id"]
@@ -230,7 +219,7 @@ async def test_a_replica_whose_run_was_taken_over_writes_nothing_more_for_it(red
     released, started = threading.Event(), threading.Event()
     model = ScriptedModel(replies=[calls(("hold", {})), Reply(text="not from here")])
     pool, runs = await table()
-    app = create_app(settings(redis_prefix), model=model, tools=[held_tool(released, started)])
+    app = create_app(settings(redis_prefix), model=model, tools=[until_released(released, started, GUARD_S)])
     with serving(app) as url:
         async with client(url) as c, asyncio.timeout(GUARD_S):
             run_id = (await c.post(f"/threads/{t}/runs", json={"input": "a"})).json()["run_id"]
