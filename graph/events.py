@@ -3,10 +3,12 @@
     async for event in stream(graph, {"messages": [("user", "17*23?")]}, config):
         print(event.type, event.to_dict())
 
-Built on ``graph.astream(stream_mode=["messages", "custom", "updates"])``:
+Built on ``graph.astream(stream_mode=["custom", "updates"])`` and the model's tokens:
 
-- ``messages`` gives the model's chunks as it makes them -> ``content`` (from the ``llm``
-  node only; tool results travel in that mode too and are not content);
+- the ``llm`` node hands each chunk as the model makes it -> ``content``: straight to the
+  events when only they are asked for (``agent_ng.nodes.tokens``), else through LangGraph's
+  ``messages`` mode (from the ``llm`` node only; tool results travel in that mode too and are
+  not content);
 - ``custom`` carries the records the tool-call wrapper and ``progress.report`` write
   (``agent_ng.contract``) -> ``tool_start``, ``tool_progress``, ``tool_result``,
   ``tool_complete``, ``tool_error``;
@@ -49,11 +51,14 @@ from agent_ng.graph.settle import SUPERSEDED, settle
 from agent_ng.models.chat import ModelTimeoutError
 from agent_ng.nodes import LLM
 from agent_ng.nodes.llm import STEP_LIMIT_REASON
+from agent_ng.nodes.tokens import TOKEN_TAP, TokenTap
 from agent_ng.persistence.fencing import FencedError
 from agent_ng.persistence.thread_lock import hold_thread
 
-STREAM_MODES = ["messages", "custom", "updates"]
-"""The modes the events are made from."""
+STREAM_MODES = ["custom", "updates"]
+"""The modes the events are made from, with the tokens (``TOKENS``)."""
+TOKENS = "messages"
+"""The mode the tokens come in: LangGraph's, or the tap's in its shape."""
 RUN_ATTEMPT = "run_attempt"
 """The config metadata key of a run's attempt."""
 PART_MODES = frozenset(
@@ -110,7 +115,7 @@ class _Run:
 
     def translate(self, mode: str, chunk: Any) -> list[AgentEvent]:
         """The events one chunk of ``graph.astream`` makes (often none)."""
-        if mode == "messages":
+        if mode == TOKENS:
             return self._from_message(*chunk)
         if mode == "custom":
             return self._from_custom(chunk)
@@ -122,12 +127,14 @@ class _Run:
         node = metadata.get("langgraph_node")
         if node != LLM or not isinstance(message, AIMessage):
             return []
-        text = message.text
+        text = message.content if type(message.content) is str else message.text
         if not text:
             return []
         self.shown.append(text)
-        self.shown_id = self.shown_id or message.id
-        return [self.event(EventType.CONTENT, text=text, node=node)]
+        if self.shown_id is None:
+            self.shown_id = message.id
+        t = perf_counter() - self.started
+        return [AgentEvent(EventType.CONTENT, self.run_id, self.thread_id, t, text=text, node=LLM)]
 
     def _from_custom(self, chunk: Any) -> list[AgentEvent]:
         if (record := read_record(chunk)) is None:
@@ -230,10 +237,12 @@ async def run_events(
         kwargs.setdefault("durability", "sync")
     events_api = EVENTS in parts
     wanted = frozenset(parts) - {EVENTS}
-    modes = [*STREAM_MODES, *sorted(wanted.difference(STREAM_MODES))]
+    tap = None if parts or subgraphs else TokenTap()
+    modes = STREAM_MODES if tap else [*STREAM_MODES, *sorted(wanted.union([TOKENS]).difference(STREAM_MODES))]
     shown: dict[str, ToolMessage] = {}
     config = {**(config or {})}
-    config["configurable"] = {**config.get("configurable", {}), SHOWN_RESULTS: shown}
+    configurable = {k: v for k, v in config.get("configurable", {}).items() if k != TOKEN_TAP}
+    config["configurable"] = {**configurable, SHOWN_RESULTS: shown} | ({TOKEN_TAP: tap} if tap else {})
     config.setdefault("run_id", uuid.uuid4())
     thread_id = config.get("configurable", {}).get("thread_id")
     run = _Run(str(config["run_id"]), thread_id)
@@ -250,6 +259,8 @@ async def run_events(
                     )
                 else:
                     source = graph.astream(input, config, stream_mode=modes, subgraphs=subgraphs, **kwargs)
+                if tap is not None:
+                    source = tap.merged(source)
                 async with aclosing(source):
                     async for item in source:
                         if events_api:

@@ -54,6 +54,7 @@ from agent_ng.models.chat import ModelTimeoutError, model_name
 from agent_ng.nodes.history import calls_of, repair, violations
 from agent_ng.nodes.memory import Memory, Recall
 from agent_ng.nodes.state import AgentState
+from agent_ng.nodes.tokens import TokenTap, token_tap
 
 log = logging.getLogger("agent_ng")
 
@@ -78,21 +79,28 @@ def make_llm_node(
     name = model_name(model)
 
     async def llm(state: AgentState, config: RunnableConfig) -> dict[str, list[AnyMessage]]:
+        tap = token_tap(config)
         messages, repaired = valid_history(state["messages"])
         if model_turns(messages) >= max_steps:
-            return {"messages": [*repaired, step_limit_answer(max_steps)]}
+            answer = step_limit_answer(max_steps)
+            if tap is not None:  # as messages mode shows a node's answer that was not streamed
+                tap.put(answer)
+            return {"messages": [*repaired, answer]}
         state = {**state, "messages": messages}
         recall = await memory(system, state) if memory else Recall([*system, *messages])
-        chunks = await stream_within(bound.astream(recall.messages, config), timeout_s, name)
+        chunks = await stream_within(bound.astream(recall.messages, config), timeout_s, name, tap)
         answer = with_unique_call_ids(merge(chunks), messages)
         return {"messages": [*repaired, answer, *invalid_call_errors(answer)], **recall.update}
 
     return llm
 
 
-async def stream_within(chunks: AsyncIterator[AIMessage], timeout_s: float, model: str) -> list[AIMessage]:
+async def stream_within(
+    chunks: AsyncIterator[AIMessage], timeout_s: float, model: str, tap: TokenTap | None = None
+) -> list[AIMessage]:
     """Every chunk of a model's stream, each within ``timeout_s`` of the one before (of the
     call, for the first); a stop ends it at the next chunk, whatever the model's code did.
+    Each chunk goes to the run's ``tap`` too, when it has one (``agent_ng.nodes.tokens``).
 
     The check of ``cancelling()`` is for the model that swallows a cancellation: on Python 3.11
     ``asyncio.wait_for``, which langchain-openai wraps each chunk in, returns a chunk that is
@@ -103,23 +111,27 @@ async def stream_within(chunks: AsyncIterator[AIMessage], timeout_s: float, mode
     of the timeout (a timer moved per chunk cost 6 µs a token), so a silence ends the stream
     between 99% and 100% of ``timeout_s`` after the last chunk."""
     task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
+    stopping = task.cancelling if task is not None else lambda: 0
+    clock = asyncio.get_running_loop().time
     received: list[AIMessage] = []
+    slack = timeout_s * SILENCE_SLACK
     silence = asyncio.timeout(timeout_s)
-    armed = turn = loop.time()
+    armed = turn = clock()
     try:
         async with silence, aclosing(chunks):
             async for chunk in chunks:
-                if task is not None and task.cancelling():
+                if stopping():
                     raise asyncio.CancelledError
                 received.append(chunk)
-                now = loop.time()
-                if now - armed > timeout_s * SILENCE_SLACK:
+                if tap is not None:
+                    tap.put(chunk)
+                now = clock()
+                if now - armed > slack:
                     silence.reschedule(now + timeout_s)
                     armed = now
                 if now - turn > FAIR_TURN_S:
                     await asyncio.sleep(0)
-                    turn = loop.time()
+                    turn = clock()
     except TimeoutError as e:
         if not silence.expired():
             raise
@@ -167,9 +179,43 @@ def merge(chunks: Sequence[AIMessage]) -> AIMessage:
         return AIMessage(content="")
     if len(chunks) == 1 and not isinstance(chunks[0], AIMessageChunk):
         return chunks[0]
+    chunks = joined_text(chunks)
     if not all(isinstance(c, AIMessageChunk) and (c.tool_call_chunks or not c.tool_calls) for c in chunks):
         chunks = [as_chunk(c) for c in chunks]
     return message_chunk_to_message(add_ai_message_chunks(*chunks))
+
+
+def joined_text(chunks: Sequence[AIMessage]) -> list[AIMessage]:
+    """``chunks`` with each run of text-only chunks of one id made one chunk of their text:
+    what ``add_ai_message_chunks`` makes of them alike, in a join instead of a pydantic
+    model per chunk, so a long answer is not merged at twice the cost (langchain-core's
+    ``astream`` has merged it once already, for its callbacks)."""
+    out: list[AIMessageChunk] = []
+    run: list[str] = []
+    joinable = False
+    for chunk in chunks:
+        plain = text_only(chunk)
+        if plain and joinable and chunk.id == out[-1].id:
+            run.append(chunk.content)
+            continue
+        if len(run) > 1:
+            out[-1] = out[-1].model_copy(update={"content": "".join(run)})
+        out.append(chunk)
+        run, joinable = [chunk.content], plain
+    if len(run) > 1:
+        out[-1] = out[-1].model_copy(update={"content": "".join(run)})
+    return out
+
+
+def text_only(chunk: AIMessage) -> bool:
+    """A chunk that carries text and nothing else."""
+    return (
+        type(chunk) is AIMessageChunk
+        and type(chunk.content) is str
+        and not (chunk.additional_kwargs or chunk.response_metadata or chunk.tool_call_chunks)
+        and chunk.usage_metadata is None
+        and chunk.chunk_position is None
+    )
 
 
 def with_unique_call_ids(answer: AIMessage, history: Sequence[AnyMessage]) -> AIMessage:
