@@ -2,7 +2,8 @@
 
 Used by the streaming and first-token benchmarks: the raw model, a bare one-node LangGraph
 graph, langchain's ``create_agent``, and our graph read three ways (messages mode,
-``astream_events`` v2, our ``AgentEvent`` stream), and our SSE endpoint read over HTTP
+``astream_events`` v2, our ``AgentEvent`` stream, and the same events with the tokens taken
+from messages mode), and our SSE endpoint read over HTTP
 (``sse_path``, which needs a server started and stopped around it). Each path returns how many text chunks it
 saw and when the first one arrived (``perf_counter`` seconds), so both benchmarks read the same
 code.
@@ -27,13 +28,16 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from agent_ng.graph.agent import build_graph
-from agent_ng.graph.events import stream
+from agent_ng.graph.events import TOKENS, AgentEvent, run_events, stream
 from agent_ng.settings import Settings
 
 Reader = Callable[[], Awaitable[tuple[int, float | None]]]
 """Read one whole answer; return (text chunks seen, perf_counter of the first)."""
 
 QUESTION = "go"
+VIA_MESSAGES = "ours, AgentEvent stream via messages mode"
+"""The same events with the tokens taken from LangGraph's messages mode, as before the token
+tap (``agent_ng.nodes.tokens``): what a LangGraph Server run that asks for messages pays."""
 STARTUP_GUARD_S = 30
 
 
@@ -116,6 +120,14 @@ def paths(
                 first = first or perf_counter()
         return n, first
 
+    async def ours_agent_events_via_messages() -> tuple[int, float | None]:
+        n, first = 0, None
+        async for item in run_events(ours, fresh_input(), config(), parts=(TOKENS,)):
+            if type(item) is AgentEvent and item.type == "content":
+                n += 1
+                first = first or perf_counter()
+        return n, first
+
     return {
         "raw model.astream": raw,
         "bare graph, messages": bare_messages,
@@ -123,6 +135,7 @@ def paths(
         "ours, messages": ours_messages,
         "ours, astream_events v2": ours_astream_events,
         "ours, AgentEvent stream": ours_agent_events,
+        VIA_MESSAGES: ours_agent_events_via_messages,
     }
 
 
