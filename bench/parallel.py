@@ -4,10 +4,13 @@ Tools of two kinds: ``await`` (each ``await asyncio.sleep(t)``, a stand-in for I
 (a sync tool hashing with PBKDF2, which releases the GIL, so two cores can really run two).
 Sides, alternated in one process: the sequential baseline (the tools awaited one after
 another), our graph at max_concurrency 1/3/8/16 read as the ``AgentEvent`` stream with a SQLite
-checkpointer, and langchain's ``create_agent`` (same model, tools and checkpointer, read with
-``stream_mode=["messages", "updates"]``). Wall time is the whole run: model turn, tools, model
-turn. Ideal: await tools ``t * ceil(N / limit)``; cpu tools the sequential run's wall time over
-``min(N, limit, cores)`` (the work measured, spread over the cores it may use).
+checkpointer (at the highest limit also with LangGraph's default durability, and without a
+saver), and langchain's ``create_agent`` (same model and tools, read with
+``stream_mode=["messages", "updates"]``) on LangGraph's own ``AsyncSqliteSaver`` with our
+saver's settings, and without a saver. Every run with a saver is on a fresh thread. Wall time
+is the whole run: model turn, tools, model turn. Ideal: await tools ``t * ceil(N / limit)``;
+cpu tools the sequential run's wall time over ``min(N, limit, cores)`` (the work measured,
+spread over the cores it may use).
 Efficiency = ideal / actual. The bar: >= 0.98 at N = 16 with checkpointing.
 """
 
@@ -19,24 +22,27 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import BaseTool, tool
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agent_ng.bench.measure import Result, Table, median, rotated, save_figure
 from agent_ng.bench.models import ToolTurnModel
 from agent_ng.bench.paths import bench_settings
 from agent_ng.graph.agent import build_graph
 from agent_ng.graph.events import stream
-from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.checkpoint import SQLITE_BUSY_TIMEOUT_MS, SQLITE_SYNCHRONOUS, open_checkpointer
 
 NAME = "parallel"
 SEQUENTIAL = "sequential"
 PEER = "create_agent"
+UNSAVED = ", no saver"
 BAR = 0.98
 
 
@@ -47,12 +53,16 @@ class Size:
     await_s: float
     cpu_s: float
     rounds: int
+    kinds: tuple[str, ...] = ("await", "cpu")
 
 
 SIZES = {
     "full": Size((1, 2, 4, 8, 16), (1, 3, 8, 16), 0.2, 0.05, 4),
     "smoke": Size((1, 2), (1, 2), 0.01, 0.005, 1),
+    "n16": Size((1, 16), (16,), 0.2, 0.05, 15, ("await",)),
 }
+"""``n16``: the await-bound tools at N = 16 alone (and N = 1 for the CPU per extra task), more
+rounds: ``python -m agent_ng.bench.parallel n16``, e.g. to compare two trees back to back."""
 
 
 def await_tool(seconds: float) -> BaseTool:
@@ -82,6 +92,18 @@ def cpu_tool(iterations: int) -> BaseTool:
     return work
 
 
+@asynccontextmanager
+async def langgraph_sqlite(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
+    """LangGraph's own SQLite saver, as a ``create_agent`` user has it, with our saver's settings
+    (WAL, ``synchronous``, busy timeout) on a file of its own."""
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        await saver.setup()
+        for pragma in (f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", f"synchronous={SQLITE_SYNCHRONOUS}"):
+            async with saver.conn.execute(f"PRAGMA {pragma}"):
+                pass
+        yield saver
+
+
 def ideal_s(kind: str, n: int, t: float, limit: int, sequential_s: float) -> float:
     if kind == "await":
         return t * math.ceil(n / limit)
@@ -97,8 +119,11 @@ def async_saves(limit: int) -> str:
     return f"ours, limit {limit}, durability async"
 
 
-def sides(n: int, work: BaseTool, limits: tuple[int, ...], saver) -> dict[str, tuple[Side, int]]:
-    """Each side and its concurrency limit (n when unbounded)."""
+def sides(
+    n: int, work: BaseTool, limits: tuple[int, ...], saver, peer_saver=None
+) -> dict[str, tuple[Side, int]]:
+    """Each side and its concurrency limit (n when unbounded): ours on ``saver``, ``PEER`` on
+    ``peer_saver`` (default: the same), their ``UNSAVED`` twins without a checkpointer."""
     from langchain.agents import create_agent
 
     model = ToolTurnModel(tool="work", calls=n)
@@ -116,42 +141,54 @@ def sides(n: int, work: BaseTool, limits: tuple[int, ...], saver) -> dict[str, t
         results = [await work.ainvoke(call) for call in answer.tool_calls]
         await model.ainvoke([*question, answer, *results])
 
-    def ours(limit: int, durability: str = "sync") -> Side:
-        graph = build_graph(model, [work], saver, bench_settings(max_concurrency=limit))
+    def ours(limit: int, durability: str = "sync", checkpointer=saver) -> Side:
+        graph = build_graph(model, [work], checkpointer, bench_settings(max_concurrency=limit))
+
+        saving = {"durability": durability} if checkpointer else {}
 
         async def run() -> None:
-            async for event in stream(graph, *fresh(), durability=durability):
+            async for event in stream(graph, *fresh(), **saving):
                 if event.type == "run_end" and event.status != "done":
                     raise RuntimeError(f"our run ended {event.status}: {event.error}")
 
         return run
 
-    peer = create_agent(model, [work], checkpointer=saver)
+    def create_agent_run(checkpointer) -> Side:
+        peer = create_agent(model, [work], checkpointer=checkpointer)
 
-    async def create_agent_run() -> None:
-        async for _ in peer.astream(*fresh(), stream_mode=["messages", "updates"]):
-            pass
+        async def run() -> None:
+            async for _ in peer.astream(*fresh(), stream_mode=["messages", "updates"]):
+                pass
 
+        return run
+
+    top = limits[-1]
     return {
         SEQUENTIAL: (sequential, 1),
         **{f"ours, limit {k}": (ours(k), min(k, n)) for k in limits},
-        async_saves(limits[-1]): (ours(limits[-1], "async"), min(limits[-1], n)),
-        PEER: (create_agent_run, n),
+        async_saves(top): (ours(top, "async"), min(top, n)),
+        f"ours, limit {top}{UNSAVED}": (ours(top, checkpointer=None), min(top, n)),
+        PEER: (create_agent_run(saver if peer_saver is None else peer_saver), n),
+        f"{PEER}{UNSAVED}": (create_agent_run(None), n),
     }
 
 
 async def run(size: str = "full") -> Result:
     spec = SIZES[size]
-    kinds = {
-        "await": (await_tool(spec.await_s), spec.await_s),
-        "cpu": (cpu_tool(pbkdf2_iterations(spec.cpu_s)), spec.cpu_s),
+    makers = {
+        "await": lambda: (await_tool(spec.await_s), spec.await_s),
+        "cpu": lambda: (cpu_tool(pbkdf2_iterations(spec.cpu_s)), spec.cpu_s),
     }
+    kinds = {kind: makers[kind]() for kind in spec.kinds}
     walls: dict[tuple[str, int, str], list[float]] = {}
     cpus: dict[tuple[str, int, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        async with open_checkpointer(f"sqlite:///{Path(tmp) / 'parallel.db'}") as saver:
+        async with (
+            open_checkpointer(f"sqlite:///{Path(tmp) / 'parallel.db'}") as saver,
+            langgraph_sqlite(Path(tmp) / "peer.db") as peer_saver,
+        ):
             table = {
-                (kind, n): sides(n, work, spec.limits, saver)
+                (kind, n): sides(n, work, spec.limits, saver, peer_saver)
                 for kind, (work, _) in kinds.items()
                 for n in spec.ns
             }
@@ -226,7 +263,8 @@ def per_task_cpu(rows: list[dict[str, Any]], spec: Size) -> Table:
         [
             [side, round(cpu(side, lo), 2), round(cpu(side, hi), 2),
              round((cpu(side, hi) - cpu(side, lo)) / (hi - lo), 3)]
-            for side in (SEQUENTIAL, f"ours, limit {limit}", async_saves(limit), PEER)
+            for side in (SEQUENTIAL, f"ours, limit {limit}", async_saves(limit),
+                         f"ours, limit {limit}{UNSAVED}", PEER, f"{PEER}{UNSAVED}")
         ],
         note="CPU is process time; what a run costs on a quiet machine, whatever the load here.",
     )
@@ -249,7 +287,7 @@ def plot(result: Result, directory: Path) -> list[Path]:
         for side in sides:
             mine = [r for r in rows if r["kind"] == kind and r["side"] == side]
             ns = [r["n"] for r in mine]
-            style = "--" if side in (SEQUENTIAL, PEER) else "-"
+            style = "--" if side == SEQUENTIAL or side.startswith(PEER) else "-"
             axes[0][col].plot(ns, [r["wall_ms"] for r in mine], style, marker="o", label=side)
             axes[1][col].plot(ns, [r["efficiency"] for r in mine], style, marker="o", label=side)
         axes[0][col].set(title=f"{kind} tools: wall time", xlabel="N tools", ylabel="ms",
@@ -266,3 +304,11 @@ def plot(result: Result, directory: Path) -> list[Path]:
         axes[0][col].legend(fontsize=8)
     fig.suptitle(f"Parallel tools ({result.machine['nproc']} cores, {result.size})")
     return save_figure(fig, directory, NAME, dpi=90)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from agent_ng.bench.report import show
+
+    show(asyncio.run(run(sys.argv[1] if len(sys.argv) > 1 else "n16")))

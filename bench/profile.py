@@ -91,12 +91,14 @@ def report(stacks: list[tuple[list[str], int]], top: int = 20) -> str:
     return "\n".join(lines)
 
 
-async def profile_service(k: int, tokens: int) -> None:
-    """Sample the server process with py-spy while the load client runs one level."""
+async def profile_service(k: int, tokens: int, keep: Path | None = None, checkout: Path | None = None) -> None:
+    """Sample the server process (of another ``checkout``, if given) with py-spy while the load
+    client runs one level; ``keep`` gets py-spy's raw stacks (``flamegraph.pl`` and speedscope
+    read them)."""
     spy_bin = Path(sys.executable).parent / "py-spy"
     with tempfile.TemporaryDirectory() as scratch:
         raw = Path(scratch, "server.txt")
-        async with service.ours(tokens, service.RATE) as server:
+        async with service.ours(tokens, service.RATE, checkout) as server:
             await service.level(server, 2, tokens)
             spy = await asyncio.create_subprocess_exec(
                 str(spy_bin), "record", "--pid", str(server.pid), "--rate", "500", "--format",
@@ -107,8 +109,10 @@ async def profile_service(k: int, tokens: int) -> None:
             row = await service.level(server, k, tokens)
             spy.send_signal(signal.SIGINT)
             await spy.communicate()
-        stacks = read_raw(raw.read_text())
-    print(report(stacks))
+        text = raw.read_text()
+    if keep is not None:
+        keep.write_text(text)
+    print(report(read_raw(text)))
     shown = {key: round(value, 3) if isinstance(value, float) else value for key, value in row.items()}
     print(f"\nLoad level (K = {k}, {tokens} tokens per stream): {shown}")
 
@@ -142,8 +146,10 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--k", type=int, default=300, help="service: concurrent streams")
     parser.add_argument("--tokens", type=int, default=40, help="service: tokens per stream")
+    parser.add_argument("--raw", type=Path, help="service: write py-spy's raw stacks here")
+    parser.add_argument("--side", type=Path, help="service: profile this checkout of agent-ng instead")
     args = parser.parse_args()
     if args.name == "service":
-        asyncio.run(profile_service(args.k, args.tokens))
+        asyncio.run(profile_service(args.k, args.tokens, args.raw, args.side))
     else:
         asyncio.run(profile(args.name, args.peer, args.runs))

@@ -17,29 +17,43 @@ to the first and to the last token (p50/p99), gaps between tokens (p50/p99), the
 CPU, and errors. The
 levels alternate between the servers, each level some rounds (fewer for the large ones, to keep
 ``agent-ng bench`` within its budget), and the table gives medians over the rounds. A level is
-bounded by the client's own guard.
+bounded by the client's own guard. A second table is the floor: the paced model alone, K
+streams in one process (``agent_ng.bench.service_server floor``), raw and through LangChain's
+``astream``.
+
+To measure a change, run other checkouts of agent-ng as sides of their own, in the same run
+(their code on this environment's packages, ``importable``), at the levels that matter; a side
+is named after its folder and commit (``+``: with changes)::
+
+    python -m agent_ng.bench.service --side /tmp/before --levels 300,1000
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import tomllib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
 
 import httpx
 
-from agent_ng.bench.measure import Result, Table, free_port, median, rotated, save_figure
+from agent_ng.bench.measure import Result, Table, free_port, median, rotated, save, save_figure
 
 NAME = "service"
 RATE = 20.0
+MAX_RUNS = 100_000
+"""``AGENT_MAX_RUNS`` for our server: every stream of a level runs at once, as ``langgraph dev``'s
+``--n-jobs-per-worker`` lets its own."""
 TICKS = os.sysconf("SC_CLK_TCK")
 STARTUP_GUARD_S = 90.0
 
@@ -123,21 +137,51 @@ async def stop(process: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
+def importable(checkout: Path, into: Path) -> Path:
+    """A folder that, first on ``PYTHONPATH``, makes ``agent_ng`` the code of another checkout of
+    this project: its packages' folders (pyproject's ``package-dir``) linked as one ``agent_ng``
+    tree, so it runs on this environment's packages (the editable install's finder comes after
+    ``PYTHONPATH``)."""
+    dirs = tomllib.loads((checkout / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    root = into / "agent_ng"
+    root.mkdir()
+    for entry in (checkout / dirs["agent_ng"]).iterdir():
+        (root / entry.name).symlink_to(entry.resolve())
+    for package, folder in dirs.items():
+        if package != "agent_ng":
+            (root / package.removeprefix("agent_ng.")).symlink_to((checkout / folder).resolve())
+    return into
+
+
+def revision(checkout: Path) -> str:
+    """The checkout's commit, short, with ``+`` when its tree has changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") + ("+" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 @asynccontextmanager
-async def ours(tokens: int, rate: float) -> AsyncIterator[Server]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent_ng.bench.service_server", str(tokens), str(rate),
-        stdout=asyncio.subprocess.PIPE, start_new_session=True,
-    )
-    try:
-        line = await asyncio.wait_for(process.stdout.readline(), STARTUP_GUARD_S)
-        if not line.strip():
-            raise RuntimeError("agent_ng.bench.service_server exited before it bound a port (see its stderr)")
-        url = f"http://127.0.0.1:{int(line)}"
-        await wait_ready(f"{url}/healthz", process, lambda: "")
-        yield Server("ours (agent-ng serve)", "ours", url, process.pid)
-    finally:
-        await stop(process)
+async def ours(tokens: int, rate: float, checkout: Path | None = None) -> AsyncIterator[Server]:
+    """Our server, from this install or from another ``checkout`` (named after its folder and commit)."""
+    with tempfile.TemporaryDirectory(prefix="bench-checkout-") as scratch:
+        env = os.environ | {"AGENT_MAX_RUNS": str(MAX_RUNS)}
+        name = "ours (agent-ng serve)"
+        if checkout is not None:
+            env["PYTHONPATH"] = os.pathsep.join([str(importable(checkout, Path(scratch))), *filter(None, [env.get("PYTHONPATH")])])
+            name = f"ours {checkout.name} ({revision(checkout)})"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent_ng.bench.service_server", str(tokens), str(rate),
+            stdout=asyncio.subprocess.PIPE, start_new_session=True, env=env,
+        )
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), STARTUP_GUARD_S)
+            if not line.strip():
+                raise RuntimeError("agent_ng.bench.service_server exited before it bound a port (see its stderr)")
+            url = f"http://127.0.0.1:{int(line)}"
+            await wait_ready(f"{url}/healthz", process, lambda: "")
+            yield Server(name, "ours", url, process.pid)
+        finally:
+            await stop(process)
 
 
 @asynccontextmanager
@@ -234,22 +278,38 @@ def summarize(runs: list[dict]) -> dict:
     return row
 
 
-async def run(size: str = "full") -> Result:
+async def floor(k: int, tokens: int) -> dict:
+    """The paced model alone at ``k`` streams, in a process of its own: CPU µs per token."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent_ng.bench.service_server", "floor", str(k), str(tokens), str(RATE),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await child.communicate()
+    if child.returncode:
+        raise RuntimeError(f"the model floor failed at K = {k}")
+    return {"k": k, **json.loads(stdout)}
+
+
+async def run(size: str = "full", checkouts: Sequence[Path] = (), levels: dict[int, int] | None = None) -> Result:
+    """The levels of ``size`` (or ``levels``: K -> rounds); each of ``checkouts`` a side of its own
+    besides this install's server and ``langgraph dev``."""
     spec = SIZES[size]
-    ks = [k for k, _ in spec.levels]
+    levels = levels or dict(spec.levels)
+    ks = list(levels)
     runs: list[dict] = []
-    async with ours(spec.tokens, RATE) as our_server, langgraph_dev(
-        spec.tokens, RATE, spec.peer_max_k
-    ) as peer:
-        servers = [our_server, peer]
+    async with AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(ours(spec.tokens, RATE, c)) for c in checkouts]
+        servers.append(await stack.enter_async_context(ours(spec.tokens, RATE)))
+        servers.append(await stack.enter_async_context(langgraph_dev(spec.tokens, RATE, spec.peer_max_k)))
         idle = {s.name: rss_mb(s.pid) for s in servers}
         for server in servers:
             await level(server, 2, spec.tokens)
-        for k, rounds in spec.levels:
+        for k, rounds in levels.items():
             for round_ in range(rounds):
                 for server in rotated(servers, round_):
-                    if server is our_server or k <= spec.peer_max_k:
+                    if server.protocol == "ours" or k <= spec.peer_max_k:
                         runs.append(await level(server, k, spec.tokens))
+    floors = [await floor(k, spec.tokens) for k in ks]
     rows = [
         summarize(mine)
         for k in ks for s in servers
@@ -278,9 +338,16 @@ async def run(size: str = "full") -> Result:
         "tokens arrive in bursts: the server is behind. CPU per token is the server's CPU over "
         "the level divided by K x tokens, so each run's fixed cost is in it.",
     )
-    data = {"rate": RATE, "tokens": spec.tokens, "levels": ks,
-            "rounds": dict(spec.levels), "rows": rows, "runs": runs, "idle_rss_mb": idle}
-    return Result(NAME, size, [table], data)
+    floor_table = Table(
+        f"The floor: the paced model alone, K streams of {spec.tokens} tokens at {RATE:g} tokens/s in one "
+        "process, CPU per token",
+        ["K", "model._astream (us)", "model.astream, LangChain's callbacks (us)"],
+        [[f["k"], round(f["raw_us_per_token"], 1), round(f["astream_us_per_token"], 1)] for f in floors],
+        note="What any server of this model spends per token before it does anything with it.",
+    )
+    data = {"rate": RATE, "tokens": spec.tokens, "levels": ks, "rounds": levels, "rows": rows,
+            "runs": runs, "idle_rss_mb": idle, "floor": floors}
+    return Result(NAME, size, [table, floor_table], data)
 
 
 def plot(result: Result, directory: Path) -> list[Path]:
@@ -292,7 +359,7 @@ def plot(result: Result, directory: Path) -> list[Path]:
         ("gap between tokens, p99 (ms)", [("gap_p99_ms", "", "-")]),
         ("server CPU (cores)", [("server_cores", "", "-")]),
     ]
-    colors = dict(zip(servers, ("tab:blue", "tab:red"), strict=False))
+    colors = dict(zip(servers, ("tab:blue", "tab:red", "tab:green", "tab:orange", "tab:purple"), strict=False))
     title = f"Service load: {result.data['tokens']} tokens at {result.data['rate']:g} tokens/s per stream"
     return save_figure(levels_figure(result, panels, colors, title), directory, NAME)
 
@@ -328,3 +395,19 @@ def levels_figure(result: Result, panels: list[Panel], colors: dict[str, str], t
         ax.legend(fontsize=8)
     fig.suptitle(f"{title}, one process per server, {result.machine['nproc']} cores")
     return fig
+
+
+if __name__ == "__main__":
+    from agent_ng.bench.report import show
+
+    parser = argparse.ArgumentParser(prog="python -m agent_ng.bench.service", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--side", type=Path, action="append", default=[],
+                        help="another checkout of agent-ng, run as a side of its own (repeatable)")
+    parser.add_argument("--levels", help="K values, comma-separated (default: the full size's)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds per level given with --levels")
+    args = parser.parse_args()
+    chosen = {int(k): args.rounds for k in args.levels.split(",")} if args.levels else None
+    result = asyncio.run(run("full", args.side, chosen))
+    save(result)
+    show(result)

@@ -20,6 +20,7 @@ from agent_ng.bench.report import show, update_readme
 
 MODULES = (
     "streaming", "first_token", "parallel", "checkpoints", "memory", "eta", "service", "langgraph_server", "replicas",
+    "scaling",
 )
 
 

@@ -28,10 +28,6 @@ from agent_ng.tools.registry import McpConfigError
 if TYPE_CHECKING:
     from agent_ng.service.settings import ServiceSettings
 
-WORKER_START_S = 30
-"""How long a starting worker may take to answer uvicorn's health check. A worker imports the
-agent first (6 s seen on a loaded 2-core machine); uvicorn's default, 5 s, killed and restarted
-such workers over and over."""
 
 
 def serve(
@@ -105,7 +101,7 @@ def serve_workers(settings: ServiceSettings) -> None:
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
-    from agent_ng.service.drain import Workers
+    from agent_ng.service.drain import WORKER_START_S, Workers
 
     config = uvicorn.Config(
         "agent_ng.service.app:create_app",

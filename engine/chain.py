@@ -3,7 +3,8 @@
     async with open_tool_store(settings.cache_url) as store:
         graph = build_graph(settings=settings, tool_store=store)   # calls tool_call_chain
 
-Outer first:
+Outer first (``make_tool_node`` puts ``with_message_id`` of ``agent_ng.engine.tool_calls``
+outside them all: each result gets its message id before LangGraph stores it):
 
 - ``TraceToolCalls`` (``agent_ng.engine.tool_tracing``, only with ``AGENT_TRACING=otlp``): one
   span per call, so it sees every outcome, approvals and cache hits included;

@@ -5,14 +5,16 @@ WAL mode with a busy timeout so several processes can read and write the same fi
 entries are evicted in insertion order, which SQLite's rowid already records.
 
 Each statement is a round trip to the connection's thread, and parallel tools tend to finish
-together, so calls recorded at the same moment share one write (group commit): 16 parallel
-calls cost 3 round trips, not 48.
+together, so calls recorded at the same moment share one write (group commit), their counts as
+well as their results: 16 parallel calls cost a handful of round trips, not dozens. A result is
+durable once its ``record_result`` returns, as before: it returns when its batch is written.
 
-Every cursor is closed on the connection's thread (``async with``), never left to the garbage
-collector: that would finalize it on the event loop's thread and reset its statement, which
-SQLite caches per SQL text, while the connection's thread may be running the same statement for
-another call. That write then failed (``InterfaceError: bad parameter or other API misuse``)
-and its calls went uncounted: a few in every thousand under hundreds of parallel calls.
+Every cursor is closed on the connection's thread, never left to the garbage collector: that
+would finalize it on the event loop's thread and reset its statement, which SQLite caches per
+SQL text, while the connection's thread may be running the same statement for another call.
+That write then failed (``InterfaceError: bad parameter or other API misuse``) and its calls
+went uncounted: a few in every thousand under hundreds of parallel calls. ``_rows`` runs a
+statement and reads its rows in one round trip, its cursor never leaving that thread.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ CREATE INDEX IF NOT EXISTS tool_results_expiry ON tool_results (expires_at);
 """
 
 
+RESULTS_PER_STATEMENT = 300
+"""900 parameters: under SQLite's 999, the lowest limit a build may have."""
+
+
 class SqliteToolStore:
     """The ``ToolStore`` in one SQLite file; ``open`` it from a ``sqlite:///`` URL."""
 
@@ -63,6 +69,8 @@ class SqliteToolStore:
         self.durations_kept = durations_kept
         self._pending: list[tuple[str, Outcome, float | None]] = []
         self._batch: asyncio.Future[None] | None = None
+        self._results: list[tuple[str, str, float]] = []
+        self._results_batch: asyncio.Future[None] | None = None
 
     @classmethod
     @asynccontextmanager
@@ -85,18 +93,20 @@ class SqliteToolStore:
         async with self.db.execute(sql, parameters):
             pass
 
+    async def _rows(self, sql: str, parameters: tuple | list = ()) -> list[tuple]:
+        """Run one statement and read its rows, in one round trip to the connection's thread."""
+        return list(await self.db.execute_fetchall(sql, parameters))
+
     async def _run_many(self, sql: str, parameters: list) -> None:
         """Run one statement for each of ``parameters`` and close its cursor."""
         async with self.db.executemany(sql, parameters):
             pass
 
     async def cached(self, key: str, now: float) -> CachedResult | None:
-        async with self.db.execute(
-            "SELECT content, expires_at FROM tool_cache WHERE key = ? AND expires_at > ?",
-            (key, now),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return CachedResult(json.loads(row[0]), row[1]) if row else None
+        rows = await self._rows(
+            "SELECT content, expires_at FROM tool_cache WHERE key = ? AND expires_at > ?", (key, now)
+        )
+        return CachedResult(json.loads(rows[0][0]), rows[0][1]) if rows else None
 
     async def cache(self, key: str, content: Content, now: float, ttl_s: float) -> None:
         await self._run(
@@ -137,31 +147,38 @@ class SqliteToolStore:
         )
 
     async def durations(self, tool: str, limit: int) -> list[float]:
-        async with self.db.execute(
-            "SELECT seconds FROM tool_durations WHERE tool = ? ORDER BY id DESC LIMIT ?",
-            (tool, limit),
-        ) as cursor:
-            return [row[0] for row in await cursor.fetchall()]
+        rows = await self._rows(
+            "SELECT seconds FROM tool_durations WHERE tool = ? ORDER BY id DESC LIMIT ?", (tool, limit)
+        )
+        return [row[0] for row in rows]
 
     async def recorded_result(self, key: str, now: float) -> str | None:
-        async with self.db.execute(
+        rows = await self._rows(
             "SELECT message FROM tool_results WHERE key = ? AND expires_at > ?", (key, now)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return row[0] if row else None
+        )
+        return rows[0][0] if rows else None
 
     async def record_result(self, key: str, message: str, now: float) -> None:
-        await self._run(
-            "INSERT OR REPLACE INTO tool_results (key, message, expires_at) VALUES (?, ?, ?)",
-            (key, message, now + RESULTS_KEPT_S),
-        )
-        await self._run("DELETE FROM tool_results WHERE expires_at <= ?", (now,))
+        self._results.append((key, message, now))
+        if self._results_batch is None:
+            self._results_batch = asyncio.ensure_future(self._write_results())
+        await asyncio.shield(self._results_batch)
+
+    async def _write_results(self) -> None:
+        """Write every result recorded since the batch was scheduled, in one statement (atomic
+        in autocommit), and drop the expired ones."""
+        batch, self._results, self._results_batch = self._results, [], None
+        for start in range(0, len(batch), RESULTS_PER_STATEMENT):
+            chunk = batch[start:start + RESULTS_PER_STATEMENT]
+            await self._rows(
+                "INSERT OR REPLACE INTO tool_results (key, message, expires_at) VALUES "
+                + ", ".join(["(?, ?, ?)"] * len(chunk)),
+                [value for key, message, now in chunk for value in (key, message, now + RESULTS_KEPT_S)],
+            )
+        await self._rows("DELETE FROM tool_results WHERE expires_at <= ?", (max(now for _, _, now in batch),))
 
     async def counts(self) -> list[ToolCounts]:
-        async with self.db.execute(
-            "SELECT tool, calls, errors, timeouts, cache_hits FROM tool_counts ORDER BY tool"
-        ) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._rows("SELECT tool, calls, errors, timeouts, cache_hits FROM tool_counts ORDER BY tool")
         return [
             ToolCounts(*row, durations=tuple(await self.durations(row[0], self.durations_kept)))
             for row in rows

@@ -15,6 +15,7 @@ checkpointed result also says how it came about. The records themselves are
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -60,8 +61,20 @@ def make_tool_node(
     if not any(isinstance(w, Lifecycle) for w in wrappers):
         wrappers = (*wrappers, lifecycle)
     return ToolNode(
-        tools, awrap_tool_call=chain(*wrappers), handle_tool_errors=tool_error_message
+        tools, awrap_tool_call=chain(with_message_id, *wrappers), handle_tool_errors=tool_error_message
     )
+
+
+async def with_message_id(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
+    """Give the result its message id before LangGraph stores it, as ``add_messages`` would only
+    when the step's writes are applied: the stored pending write and every state read from it
+    then hold the same message (a checkpointer may serialize a write before that; ours
+    does, ``agent_ng.persistence.sqlite_saver``). In place, like ``add_messages``, so the
+    result a stop keeps (``SHOWN_RESULTS``) is the same message too."""
+    result = await execute(request)
+    if isinstance(result, ToolMessage) and not result.id:
+        result.id = str(uuid.uuid4())
+    return result
 
 
 def tool_error_message(e: Exception) -> str:
@@ -72,11 +85,13 @@ def tool_error_message(e: Exception) -> str:
 
 
 def chain(*wrappers: ToolCallWrapper) -> ToolCallWrapper:
-    """Compose wrappers into one; the first wraps all the others."""
+    """Compose wrappers into one; the first wraps all the others. A step of the composition
+    hands back its outer wrapper's coroutine rather than awaiting it in one of its own: a
+    coroutine frame less per wrapper, on every call and every resume of a tool."""
 
     def compose(outer: ToolCallWrapper, inner: ToolCallWrapper) -> ToolCallWrapper:
-        async def composed(request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
-            return await outer(request, lambda req: inner(req, execute))
+        def composed(request: ToolCallRequest, execute: Execute) -> Awaitable[ToolMessage | Command]:
+            return outer(request, lambda req: inner(req, execute))
 
         return composed
 

@@ -213,6 +213,7 @@ def text_only(chunk: AIMessage) -> bool:
         type(chunk) is AIMessageChunk
         and type(chunk.content) is str
         and not (chunk.additional_kwargs or chunk.response_metadata or chunk.tool_call_chunks)
+        and not (chunk.tool_calls or chunk.invalid_tool_calls)
         and chunk.usage_metadata is None
         and chunk.chunk_position is None
     )

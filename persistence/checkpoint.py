@@ -4,7 +4,8 @@
         graph = build_graph(checkpointer=saver)
 
 ``memory://`` keeps threads in the process (tests), ``sqlite:///path.db`` in a file (the
-default: embedded, survives restarts; ``sqlite:////abs/path.db`` for an absolute path),
+default: embedded, survives restarts; ``sqlite:////abs/path.db`` for an absolute path; the
+results of tools that finish together share one commit, ``agent_ng.persistence.sqlite_saver``),
 ``postgresql://...`` in PostgreSQL when several replicas share threads (a pool of
 ``pool_size`` connections; needs the ``postgres`` extra).
 
@@ -31,7 +32,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from agent_ng.persistence.replica import REPLICA_ID
 from agent_ng.persistence.retention import Retention, retain
-from agent_ng.persistence.run_deletion import RunDeletingMemorySaver, RunDeletingSqliteSaver
+from agent_ng.persistence.run_deletion import RunDeletingMemorySaver
+from agent_ng.persistence.sqlite_saver import SqliteSaver
 from agent_ng.persistence.thread_lock import FileThreadLocks, PostgresThreadLocks, attach
 from agent_ng.settings import Settings
 
@@ -42,9 +44,10 @@ the migrations, see ``set_up``)."""
 
 SQLITE_SYNCHRONOUS = "NORMAL"
 """The saver runs SQLite in WAL mode, where NORMAL keeps every commit through a crash of the
-process and skips the fsync per commit that FULL (the default) pays: each parallel tool's
-result is its own commit, so FULL made 16 parallel tools wait on 16 fsyncs in a row
-(bench/README.md, parallel). Only an OS crash or power loss can lose the last commits."""
+process and skips the fsync per commit that FULL (the default) pays: each step and each batch
+of finished tools' results (``agent_ng.persistence.sqlite_saver``) is a commit of its own, and
+FULL made 16 parallel tools wait on 16 fsyncs in a row (bench/README.md, parallel). Only an OS
+crash or power loss can lose the last commits."""
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a write waits for another process's write on the same file before "database is
@@ -74,7 +77,7 @@ async def open_checkpointer(
         path = sqlite_path(url)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        async with RunDeletingSqliteSaver.from_conn_string(path) as saver:
+        async with SqliteSaver.from_conn_string(path) as saver:
             await saver.conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             await saver.setup()
             await saver.conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")

@@ -54,6 +54,11 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 router = APIRouter()
 
 
+WORKER_START_S = 30
+"""How long a starting worker may take to answer uvicorn's health check. A worker imports the
+agent first (6 s seen on a loaded 2-core machine); uvicorn's default, 5 s, killed and restarted
+such workers over and over."""
+
 class Drain:
     """Whether this process is leaving; set by SIGTERM or SIGINT once ``install()``-ed."""
 

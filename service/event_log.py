@@ -11,9 +11,12 @@ its start or from a cursor, then follow it live until ``run_end``. A reader's SS
   TTL, ``XREAD BLOCK`` for the live tail), so any replica can serve the reconnect; a cancel
   asked of one replica reaches the replica running the run by pub/sub.
 
-Both keep an event as its JSON text (``event_json``, which encodes any event), and a reader
-whose cursor is at or past the run's ``run_end`` gets nothing and is done at once. A log that
-cannot be reached raises ``EventLogUnavailableError``, one line naming it.
+Both keep an event as its JSON text (``event_json``, which encodes any event) beside its type,
+and a reader whose cursor is at or past the run's ``run_end`` gets nothing and is done at once.
+``read_batches`` hands that text over as it is kept, every entry ready at one wake in one list (a
+streamed token is then decoded by no one, and a reader that fell behind catches up in one step);
+``read`` decodes each entry. A log that cannot be reached raises ``EventLogUnavailableError``, one
+line naming it.
 
 A run taken over by another replica goes on appending to the same log, so the old holder is
 fenced out (``agent_ng.persistence.fencing``): the replica holding the run sets its token
@@ -31,7 +34,7 @@ import json
 import logging
 from base64 import b64encode
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -53,6 +56,11 @@ if TYPE_CHECKING:
 
 Entry = tuple[str, dict[str, Any]]
 """``(cursor, event data)``."""
+Line = tuple[str, str, str]
+"""``(cursor, event type, event JSON text)``: an entry as the log keeps it."""
+
+BATCH = 500
+"""The most entries one batch of ``read_batches`` holds (one ``XREAD`` in Redis)."""
 
 END = EventType.RUN_END.value
 
@@ -87,6 +95,9 @@ class EventLog(Protocol):
 
     def read(self, run_id: str, after: str | None = None) -> AsyncIterator[Entry]:
         """The run's events after ``after`` (all when ``None``), then live ones, to ``run_end``."""
+
+    def read_batches(self, run_id: str, after: str | None = None) -> AsyncIterator[list[Line]]:
+        """``read``'s entries undecoded, all those ready at once in one list (at most ``BATCH``)."""
 
     async def ended(self, run_id: str) -> bool:
         """Whether the run's ``run_end`` is in the log."""
@@ -180,6 +191,16 @@ def parse_event_id(value: str) -> tuple[str, str] | None:
     return (run_id, cursor) if sep and run_id and cursor else None
 
 
+async def decoded(batches: AsyncIterator[list[Line]], loads: Callable[[str], Any]) -> AsyncIterator[Entry]:
+    """Each entry of ``batches`` with its data decoded (``read`` from ``read_batches``)."""
+    try:
+        async for batch in batches:
+            for cursor, _, text in batch:
+                yield cursor, loads(text)
+    finally:
+        await batches.aclose()
+
+
 async def no_requests() -> AsyncIterator[str]:
     """One process has no other replica to ask."""
     for run_id in ():
@@ -189,28 +210,44 @@ async def no_requests() -> AsyncIterator[str]:
 @dataclass
 class _RunEvents:
     thread_id: str
-    events: deque[tuple[int, str]]
-    """``(seq, event JSON)``, oldest first."""
+    events: deque[tuple[int, str, str]]
+    """``(seq, event type, event JSON)``, oldest first; ``seq`` counts up by one."""
     bytes: int = 0
     next_seq: int = 1
     ended_at: float | None = None
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    """The readers waiting for the next event, each on a future of its own (a cancelled reader
+    cancels only its own)."""
 
-    def add(self, text: str, max_events: int) -> int:
-        """Append an event (dropping the oldest past ``max_events``); the bytes this added."""
+    def add(self, kind: str, text: str, max_events: int) -> int:
+        """Append an event (dropping the oldest past ``max_events``), waking the waiting readers;
+        the bytes this added."""
         dropped = self.drop_oldest() if len(self.events) >= max_events else 0
-        self.events.append((self.next_seq, text))
+        self.events.append((self.next_seq, kind, text))
         self.next_seq += 1
         self.bytes += len(text)
-        self.changed.set()
-        self.changed = asyncio.Event()
+        if self.waiters:
+            for waiter in self.waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self.waiters.clear()
         return len(text) - dropped
 
     def drop_oldest(self) -> int:
         """Drop the oldest event; the bytes it held."""
-        _, text = self.events.popleft()
+        _, _, text = self.events.popleft()
         self.bytes -= len(text)
         return len(text)
+
+    def after(self, seq: int) -> list[Line]:
+        """The events after ``seq`` that are still held, at most ``BATCH``, oldest first."""
+        events = self.events
+        new = min(events[-1][0] - seq, len(events)) if events else 0
+        if new <= 0:
+            return []
+        start = len(events) - new
+        lines = (events[i] for i in range(start, start + min(new, BATCH)))
+        return [(str(seq), kind, text) for seq, kind, text in lines]
 
     def done_after(self, seq: int) -> bool:
         """Whether nothing can follow ``seq``: the run has ended and ``seq`` is at its end."""
@@ -251,11 +288,12 @@ class MemoryEventLog:
         if token is not None and self._holders.get(run_id) != token:
             raise FencedError(run_id)
         run = self._runs[run_id]
-        self._bytes += run.add(event_json(data), self.max_events)
+        self._bytes += run.add(data["type"], event_json(data), self.max_events)
         if data["type"] == END:
             run.ended_at = monotonic()
             self._finished[run_id] = None
-        self._bound(keep=run)
+        if self._bytes > self.max_bytes:
+            self._bound(keep=run)
         return str(run.next_seq - 1)
 
     async def thread_of(self, run_id: str) -> str | None:
@@ -263,19 +301,22 @@ class MemoryEventLog:
         run = self._runs.get(run_id)
         return run.thread_id if run else None
 
-    async def read(self, run_id: str, after: str | None = None) -> AsyncIterator[Entry]:
+    def read(self, run_id: str, after: str | None = None) -> AsyncIterator[Entry]:
+        return decoded(self.read_batches(run_id, after), orjson.loads)
+
+    async def read_batches(self, run_id: str, after: str | None = None) -> AsyncIterator[list[Line]]:
         run = self._runs.get(run_id)
         if run is None:
             return
         last = int(after) if after and after.isdigit() else 0
         while not run.done_after(last):
-            changed = run.changed
-            while run.events and last < run.events[-1][0]:
-                seq, text = run.events[max(0, last + 1 - run.events[0][0])]
-                last = seq
-                yield str(seq), orjson.loads(text)
-            if not run.done_after(last):
-                await changed.wait()
+            if batch := run.after(last):
+                last = int(batch[-1][0])
+                yield batch
+            elif not run.done_after(last):
+                waiter = asyncio.get_running_loop().create_future()
+                run.waiters.append(waiter)
+                await waiter
 
     async def ended(self, run_id: str) -> bool:
         run = self._runs.get(run_id)
@@ -318,7 +359,7 @@ class MemoryEventLog:
 
 FENCED_APPEND = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
-local cursor = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[2])
+local cursor = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[2], 'type', ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 if ARGV[5] == '1' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
@@ -326,7 +367,8 @@ return cursor
 """
 """``RedisEventLog.append`` with a token: the append, only when the run's holder key (KEYS[3])
 holds the token (ARGV[1]). KEYS: the events, the thread, the holder; ARGV: token, event JSON,
-max events, TTL, whether the event is the run's end (from then on the holder key expires too)."""
+max events, TTL, whether the event is the run's end (from then on the holder key expires too),
+the event's type."""
 
 
 @dataclass
@@ -355,6 +397,7 @@ class RedisEventLog:
             self.url,
             decode_responses=True,
             socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+            max_connections=10_000,  # redis-py's 100 is ~50 open streams: each reader holds one in XREAD BLOCK
             retry=Retry(NoBackoff(), 1),  # on a new connection: pooled ones die with the server
         )
         self._fenced_append = self._redis.register_script(FENCED_APPEND)
@@ -404,14 +447,15 @@ class RedisEventLog:
             with self._reaching():
                 cursor = await self._fenced_append(
                     keys=[key, self._thread(run_id), self._holder(run_id)],
-                    args=[token, event_json(data), self.max_events, self._ttl, int(data["type"] == END)],
+                    args=[token, event_json(data), self.max_events, self._ttl, int(data["type"] == END),
+                          data["type"]],
                 )
             if cursor is None:
                 raise FencedError(run_id)
             return cursor
         with self._reaching():
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.xadd(key, {"event": event_json(data)},
+                pipe.xadd(key, {"event": event_json(data), "type": data["type"]},
                           maxlen=self.max_events, approximate=True)
                 pipe.expire(key, self._ttl)
                 pipe.expire(self._thread(run_id), self._ttl)
@@ -422,26 +466,33 @@ class RedisEventLog:
         with self._reaching():
             return await self._redis.get(self._thread(run_id))
 
-    async def read(self, run_id: str, after: str | None = None) -> AsyncIterator[Entry]:
+    def read(self, run_id: str, after: str | None = None) -> AsyncIterator[Entry]:
+        return decoded(self.read_batches(run_id, after), json.loads)  # as Python does: integers of any size
+
+    async def read_batches(self, run_id: str, after: str | None = None) -> AsyncIterator[list[Line]]:
         key, cursor = self._events(run_id), after or "0-0"
         with self._reaching():
             if after is not None and await self._ended_by(run_id, after):
                 return
         while True:
             with self._reaching():
-                got = await self._redis.xread({key: cursor}, block=self.block_ms, count=500)
+                got = await self._redis.xread({key: cursor}, block=self.block_ms, count=BATCH)
                 if not got and not await self._redis.exists(self._thread(run_id)):
                     return  # expired, or never started
-            for cursor, fields in got[0][1] if got else ():
-                data = json.loads(fields["event"])
-                yield cursor, data
-                if data["type"] == END:
-                    return
+            if not got:
+                continue
+            batch = [(at, type_of(fields), fields["event"]) for at, fields in got[0][1]]
+            ends = [n for n, (_, kind, _) in enumerate(batch) if kind == END]
+            if ends:
+                yield batch[: ends[0] + 1]
+                return
+            cursor = batch[-1][0]
+            yield batch
 
     async def _ended_by(self, run_id: str, cursor: str) -> bool:
         """Whether the run's ``run_end`` is at or before ``cursor`` (nothing can follow it)."""
         last = await self._redis.xrevrange(self._events(run_id), count=1)
-        if not last or json.loads(last[0][1]["event"])["type"] != END:
+        if not last or type_of(last[0][1]) != END:
             return False
         end, given = stream_id(last[0][0]), stream_id(cursor)
         return given is not None and end <= given
@@ -449,7 +500,7 @@ class RedisEventLog:
     async def ended(self, run_id: str) -> bool:
         with self._reaching():
             last = await self._redis.xrevrange(self._events(run_id), count=1)
-        return bool(last) and json.loads(last[0][1]["event"])["type"] == END
+        return bool(last) and type_of(last[0][1]) == END
 
     async def ask_cancel(self, run_id: str) -> None:
         with self._reaching():
@@ -487,6 +538,12 @@ class RedisEventLog:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def type_of(fields: dict[str, str]) -> str:
+    """The type of a Redis stream entry's event: its ``type`` field, or (an entry a replica of an
+    earlier version wrote, without one) its JSON's."""
+    return fields.get("type") or orjson.loads(fields["event"])["type"]
 
 
 def stream_id(value: str) -> tuple[int, int] | None:

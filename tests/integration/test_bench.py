@@ -31,8 +31,9 @@ DATA_KEYS = {
     "langgraph_server": {"rate", "tokens", "levels", "rounds", "rows", "runs", "idle_rss_mb"},
     "replicas": {"settings", "kills", "takeover_rows", "replicas", "tokens", "cost_rows", "cost_batches",
                  "idle_statements_per_s"},
+    "scaling": {"rate", "tokens", "gap_bound_ms", "sides", "best", "probes"},
 }
-NEEDS = {"replicas": ("postgres", "redis")}
+NEEDS = {"replicas": ("postgres", "redis"), "scaling": ("redis", "haproxy")}
 """The system parts a benchmark cannot run without (the others measure what they can reach)."""
 
 
@@ -71,8 +72,8 @@ def test_parallel_rows_cover_every_side_and_n(smoke):
     rows = result.data["rows"]
     sides = {r["side"] for r in rows}
     assert sides == {
-        "sequential", "create_agent", "ours, limit 1", "ours, limit 2",
-        "ours, limit 2, durability async",
+        "sequential", "create_agent", "create_agent, no saver", "ours, limit 1", "ours, limit 2",
+        "ours, limit 2, durability async", "ours, limit 2, no saver",
     }
     assert {(r["kind"], r["n"]) for r in rows} == {(k, n) for k in ("await", "cpu") for n in (1, 2)}
     assert all(r["wall_ms"] > 0 and r["efficiency"] > 0 for r in rows)
@@ -161,3 +162,20 @@ def test_streaming_reads_our_sse_endpoint_to_the_last_token(smoke):
     data = smoke[1]["streaming"].data
     assert "ours, SSE read by httpx" in data["paths"]
     assert data["chunks_seen"]["ours, SSE read by httpx@50"] == 50
+
+
+@pytest.mark.needs("redis", "haproxy")
+def test_scaling_sides_are_the_topologies_they_name_and_stream_whole_answers(smoke):
+    """One process is one; ``--workers 2`` is uvicorn's parent and two workers (and
+    multiprocessing's resource tracker); the replicas are two processes and HAProxy: each side's
+    CPU is sampled from the processes it claims."""
+    out, results = smoke
+    data = results["scaling"].data
+    processes = {"one process": 1, "one process, Redis log": 1, "--workers 2": 4, "2 replicas + HAProxy": 3}
+    assert data["sides"] == list(processes)
+    for probe in data["probes"]:
+        assert probe["errors"] == 0, probe["error_kinds"]
+        assert probe["tokens_per_s"] > 0 and probe["server_cores"] > 0
+        assert len(probe["process_cores"]) == processes[probe["side"]]
+    assert {p["side"] for p in data["probes"]} == set(processes)
+    assert (out / "scaling.png").read_bytes().startswith(b"\x89PNG")

@@ -1,4 +1,4 @@
-"""The in-process event log's bounds and end, and the one encoder every event goes through."""
+"""The in-process event log's bounds, end and batches, Redis's batches, and the one encoder every event goes through."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import asyncio
 import json
 from pathlib import Path
 
-from agent_ng.service.event_log import MemoryEventLog, event_json, event_log
+from agent_ng.service.event_log import MemoryEventLog, RedisEventLog, event_json, event_log
 from agent_ng.service.settings import ServiceSettings
+from tests.helpers.system import REDIS_URL
 
 AT_ONCE_S = 1.0
 
@@ -39,7 +40,7 @@ async def test_past_max_bytes_the_oldest_finished_runs_go_first():
     assert await log.thread_of("old") is None, "dropped: it ended first"
     assert await log.thread_of("newer") == "t1" and await log.thread_of("running") == "t1"
     assert await kept(log, "newer") == [0, 1, 2, 3, 4, None]
-    assert log._bytes == sum(len(text) for r in log._runs.values() for _, text in r.events) <= 2_500
+    assert log._bytes == sum(len(text) for r in log._runs.values() for _, _, text in r.events) <= 2_500
 
 
 async def test_a_running_run_is_never_dropped_the_largest_loses_its_oldest_events():
@@ -59,7 +60,7 @@ async def test_a_running_run_is_never_dropped_the_largest_loses_its_oldest_event
 
 def held(log: MemoryEventLog, run_id: str) -> list:
     """The ``n`` of each event a running run holds now (``read`` would wait for more)."""
-    return [json.loads(text)["n"] for _, text in log._runs[run_id].events]
+    return [json.loads(text)["n"] for _, _, text in log._runs[run_id].events]
 
 
 async def test_an_event_larger_than_the_bound_is_kept_alone():
@@ -109,3 +110,48 @@ def test_the_log_is_made_from_the_settings():
     log = event_log(ServiceSettings(run_log_max_bytes=1234, run_log_max_events=7))
 
     assert isinstance(log, MemoryEventLog) and (log.max_bytes, log.max_events) == (1234, 7)
+
+
+async def test_what_is_ready_comes_in_one_batch_and_a_waiting_reader_wakes_with_exactly_the_new():
+    log = MemoryEventLog()
+    await log.open("r1", "t1")
+    for n in range(3):
+        await log.append("r1", content(n))
+    batches = log.read_batches("r1", after="1")
+    async with asyncio.timeout(AT_ONCE_S):
+        ready = await anext(batches)
+        waiting = asyncio.ensure_future(anext(batches))
+        other = asyncio.ensure_future(anext(log.read_batches("r1", after="3")))
+        while len(log._runs["r1"].waiters) < 2:  # until both wait for the next event
+            await asyncio.sleep(0)
+        other.cancel()
+        await log.append("r1", content(3))
+        await log.append("r1", end())
+        live = await waiting
+        rest = [batch async for batch in batches]
+
+    assert [(cursor, kind, json.loads(text)["n"]) for cursor, kind, text in ready] == [
+        ("2", "content", 1), ("3", "content", 2)
+    ], "the events after the cursor, as their JSON text"
+    assert [(cursor, kind) for cursor, kind, _ in live] == [("4", "content"), ("5", "run_end")], (
+        "a cancelled reader does not take the wake-up from another"
+    )
+    assert rest == [], "done at its run_end"
+
+
+async def test_redis_batches_carry_each_events_type_and_read_entries_written_without_one(redis_prefix):
+    log = RedisEventLog(REDIS_URL, prefix=redis_prefix)
+    try:
+        await log.open("r1", "t1")
+        await log.append("r1", content(0))
+        await log._redis.xadd(log._events("r1"), {"event": json.dumps(content(1))})  # an earlier version's entry
+        await log.append("r1", end())
+        await log.append("r1", content(2))  # past the end: no reader gets it
+        async with asyncio.timeout(AT_ONCE_S):
+            batches = [batch async for batch in log.read_batches("r1")]
+            decoded = [data.get("n") async for _, data in log.read("r1")]
+    finally:
+        await log.close()
+
+    assert [[kind for _, kind, _ in batch] for batch in batches] == [["content", "content", "run_end"]]
+    assert decoded == [0, 1, None]

@@ -89,3 +89,15 @@ async def test_hundreds_of_parallel_calls_lose_no_write(kind, tmp_path):
         for _ in range(rounds):
             await asyncio.gather(*(call(i) for i in range(parallel)))
         assert sum(c.calls for c in await store.counts()) == rounds * parallel
+
+
+async def test_results_recorded_together_are_each_kept_once_their_call_returns(kind, tmp_path):
+    """Parallel calls finish together; each result is readable as soon as its own
+    ``record_result`` returns (the SQLite store writes them as one batch)."""
+    async with open_test_store(kind, tmp_path) as store:
+
+        async def record(i: int) -> str | None:
+            await store.record_result(f"call{i}", f"result {i}", now=100.0)
+            return await store.recorded_result(f"call{i}", now=100.0)
+
+        assert await asyncio.gather(*(record(i) for i in range(400))) == [f"result {i}" for i in range(400)]

@@ -1,0 +1,88 @@
+"""The SQLite saver ``open_checkpointer`` hands out: parallel tasks' writes share one commit.
+
+    async with SqliteSaver.from_conn_string("agent.db") as saver: ...
+
+LangGraph stores each finished task's writes (``aput_writes``) the moment the task ends, so a
+run killed mid-step resumes with only the tasks that had not finished. ``AsyncSqliteSaver``
+makes that four round trips to the connection's thread per task (cursor, ``executemany``,
+commit, closing the cursor), one task after another under the saver's lock: when 16 parallel
+tools finish together, 64 thread hops on the event loop before the step can end.
+
+Here the writes of every task that finished since the last commit go in one transaction: a
+multi-row ``INSERT`` per kind of write (and per ``ROWS_PER_STATEMENT`` rows) and one commit, so
+16 tools' results take two round trips. A kind's rows keep their order (a special write
+replacing the task's earlier one, a regular one kept once), and one replacing write ahead of a
+kept-once write of the same slot ends as it would in either order. Each ``aput_writes`` still
+returns only once its own rows are committed, so what is durable when is unchanged; a batch
+that fails is rolled back and fails each of its callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import WRITES_IDX_MAP
+
+from agent_ng.persistence.run_deletion import RunDeletingSqliteSaver
+
+COLUMNS = "(thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, value)"
+ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+ROWS_PER_STATEMENT = 100
+"""900 parameters: under SQLite's 999, the lowest limit a build may have."""
+REPLACE, IGNORE = "INSERT OR REPLACE", "INSERT OR IGNORE"
+"""``AsyncSqliteSaver``'s choice per call: writes to special channels (an interrupt, an error)
+replace an earlier one of the task; other writes are kept once."""
+
+Row = tuple[Any, ...]
+
+
+class SqliteSaver(RunDeletingSqliteSaver):
+    """``RunDeletingSqliteSaver`` whose ``aput_writes`` calls made together share one commit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list[tuple[RunnableConfig, Sequence[tuple[str, Any]], str, str]] = []
+        self._batch: asyncio.Future[None] | None = None
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        if not self.is_setup:
+            await self.setup()
+        self._pending.append((config, writes, task_id, task_path))
+        if self._batch is None:
+            self._batch = asyncio.ensure_future(self._write_pending())
+        await asyncio.shield(self._batch)
+
+    async def _write_pending(self) -> None:
+        """Write every call queued until the lock is ours, in one transaction. The values are
+        serialized here, under the lock, as ``AsyncSqliteSaver`` does."""
+        async with self.lock:
+            batch, self._pending, self._batch = self._pending, [], None
+            rows: dict[str, list[Row]] = {REPLACE: [], IGNORE: []}
+            for config, writes, task_id, task_path in batch:
+                c = config["configurable"]
+                key = (str(c["thread_id"]), str(c["checkpoint_ns"]), str(c["checkpoint_id"]), task_id, task_path)
+                rows[REPLACE if all(w[0] in WRITES_IDX_MAP for w in writes) else IGNORE].extend(
+                    (*key, WRITES_IDX_MAP.get(channel, idx), channel, *self.serde.dumps_typed(value))
+                    for idx, (channel, value) in enumerate(writes)
+                )
+            try:
+                for verb, verb_rows in rows.items():
+                    for start in range(0, len(verb_rows), ROWS_PER_STATEMENT):
+                        chunk = verb_rows[start:start + ROWS_PER_STATEMENT]
+                        await self.conn.execute_insert(
+                            f"{verb} INTO writes {COLUMNS} VALUES {', '.join([ROW] * len(chunk))}",
+                            [value for row in chunk for value in row],
+                        )
+                await self.conn.commit()
+            except BaseException:
+                await self.conn.rollback()
+                raise

@@ -1,0 +1,118 @@
+"""The SQLite saver's group commit: parallel tasks' writes share one transaction, each call
+returns only once its own rows are committed, and a failed batch fails its callers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from langchain_core.messages import HumanMessage, ToolMessage
+from langchain_core.tools import tool
+
+from agent_ng.graph.agent import build_graph
+from agent_ng.persistence.checkpoint import open_checkpointer
+from agent_ng.persistence.sqlite_saver import ROWS_PER_STATEMENT, SqliteSaver
+from agent_ng.settings import Settings
+from agent_ng.tools.registry import configure
+from tests.helpers.scripted_model import ScriptedModel, calls
+
+
+def config(checkpoint_id: str = "c1") -> dict:
+    return {"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": checkpoint_id}}
+
+
+async def stored(path) -> list[tuple]:
+    """The writes as a second connection sees them: only what was committed."""
+    async with open_checkpointer(f"sqlite:///{path}") as reader:
+        async with reader.conn.execute(
+            "SELECT task_id, idx, channel FROM writes ORDER BY task_id, idx"
+        ) as cursor:
+            return list(await cursor.fetchall())
+
+
+def count_commits(saver: SqliteSaver) -> list[int]:
+    commits = [0]
+    commit = saver.conn.commit
+
+    async def counted() -> None:
+        commits[0] += 1
+        await commit()
+
+    saver.conn.commit = counted
+    return commits
+
+
+async def test_parallel_writes_share_a_commit_and_are_committed_when_each_call_returns(tmp_path):
+    path = tmp_path / "c.db"
+    tasks = 3 * ROWS_PER_STATEMENT // 2  # more rows than one statement takes
+    async with open_checkpointer(f"sqlite:///{path}") as saver:
+        assert isinstance(saver, SqliteSaver)
+        commits = count_commits(saver)
+        await asyncio.gather(*(
+            saver.aput_writes(config(), [("messages", [ToolMessage(f"r{i}", tool_call_id=f"c{i}")])], f"task-{i:03}")
+            for i in range(tasks)
+        ))
+        assert commits[0] < tasks / 10, "the calls made together were committed together"
+        rows = await stored(path)
+    assert rows == [(f"task-{i:03}", 0, "messages") for i in range(tasks)]
+
+
+async def test_special_writes_replace_and_regular_writes_are_kept_once(tmp_path):
+    path = tmp_path / "c.db"
+    async with open_checkpointer(f"sqlite:///{path}") as saver:
+        await asyncio.gather(
+            saver.aput_writes(config(), [("__error__", "first")], "a"),
+            saver.aput_writes(config(), [("messages", "kept")], "b"),
+        )
+        await asyncio.gather(
+            saver.aput_writes(config(), [("__error__", "second")], "a"),
+            saver.aput_writes(config(), [("messages", "ignored")], "b"),
+        )
+        async with saver.conn.execute("SELECT task_id, channel, type, value FROM writes") as cursor:
+            pending = {(task, channel): saver.serde.loads_typed((kind, value)) for task, channel, kind, value in await cursor.fetchall()}
+    assert pending == {("a", "__error__"): "second", ("b", "messages"): "kept"}
+
+
+async def test_a_failed_batch_is_rolled_back_and_fails_every_call_in_it(tmp_path):
+    path = tmp_path / "c.db"
+    async with open_checkpointer(f"sqlite:///{path}") as saver:
+        unserializable = object()
+        calls = [
+            saver.aput_writes(config(), [("messages", "fine")], "good"),
+            saver.aput_writes(config(), [("messages", unserializable)], "bad"),
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(r, Exception) for r in results), results
+        await saver.aput_writes(config(), [("messages", "later")], "after")
+        assert await stored(path) == [("after", 0, "messages")]
+
+
+async def test_a_pending_tool_result_reads_back_as_the_same_message_every_time(tmp_path):
+    """A result stored while its step waits (here for an approval) keeps its message id
+    (``with_message_id``): a state read from it does not make a new id on each read."""
+
+    @tool
+    def double(x: int) -> int:
+        """Double x."""
+        return 2 * x
+
+    @tool
+    def remove(path: str) -> str:
+        """Remove a file."""
+        return "removed"
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    model = ScriptedModel(replies=[calls(("double", {"x": 2}), ("remove", {"path": "/tmp/x"}))])
+    async with open_checkpointer(url) as saver:
+        graph = build_graph(
+            model, [double, configure(remove, requires_approval=True)], saver, Settings(checkpoint_url=url, system_prompt="")
+        )
+        cfg = {"configurable": {"thread_id": "ids"}}
+        await graph.ainvoke({"messages": [HumanMessage("double 2, remove /tmp/x")]}, cfg)
+        first, second = [(await graph.aget_state(cfg)).values["messages"] for _ in range(2)]
+        async with saver.conn.execute("SELECT type, value FROM writes WHERE channel = 'messages'") as cursor:
+            written = [m for row in await cursor.fetchall() for m in saver.serde.loads_typed(tuple(row))]
+    stored = [m for m in written if isinstance(m, ToolMessage)]
+    assert len(stored) == 1 and stored[0].id, "stored with its id, whenever the saver serializes it"
+    results = [m for m in first if isinstance(m, ToolMessage)]
+    assert [m.text for m in results] == ["4"] and results[0].id
+    assert first == second
