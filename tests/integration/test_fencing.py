@@ -255,9 +255,9 @@ async def test_fenced_writes_work_through_a_transaction_pooler():
             s = Store(saver, runs, "")
             old = Fence(str(uuid.uuid4()), A, 1)
             await s.sql(
-                "INSERT INTO agent_ng_runs (run_id, thread_id, status, attempt, holder, lease_until, kind, payload)"
-                " VALUES (%s, %s, 'running', 1, %s, now() + interval '1 hour', 'native', '')",
-                (old.run_id, s.thread, A),
+                "INSERT INTO agent_ng_runs (run_id, queue, thread_id, status, attempt, holder, lease_until, kind, payload)"
+                " VALUES (%s, %s, %s, 'running', 1, %s, now() + interval '1 hour', 'native', '')",
+                (old.run_id, runs.queue, s.thread, A),
             )
             try:
                 with fenced(old):
