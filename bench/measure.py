@@ -158,6 +158,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def plain_numbers(axis: Any) -> None:
+    """Ticks of a log-scaled ``axis`` as plain numbers (10, 100, 1000), no minor labels."""
+    import matplotlib.ticker
+
+    axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def label_panel(ax: Any, title: str, xlabel: str) -> None:
+    """A panel's title, x label, grid and small legend, as every bench figure has them."""
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def save_figure(fig: Any, directory: Path, name: str, dpi: int = 100) -> list[Path]:
     """Write a matplotlib figure as ``directory/name.png``, close it, return ``[path]``."""
     import matplotlib.pyplot as plt

@@ -53,7 +53,7 @@ from time import perf_counter
 from typing import Any
 
 from agent_ng.bench.load_client import one_stream, ours_token
-from agent_ng.bench.measure import Result, Table, free_port, rotated, save_figure
+from agent_ng.bench.measure import Result, Table, free_port, label_panel, plain_numbers, rotated, save_figure
 from agent_ng.bench.replicas import REDIS_URL, own_redis_prefix
 from agent_ng.bench.service import MAX_RUNS, STARTUP_GUARD_S, TICKS, cpu_s, percentile, stop, tree, wait_ready
 
@@ -497,7 +497,6 @@ def plot(result: Result, directory: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
     probes = result.data["probes"]
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
@@ -513,12 +512,8 @@ def plot(result: Result, directory: Path) -> list[Path]:
         if key in bounds:
             ax.axhline(bounds[key], color="black", linestyle="--", linewidth=1)
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("concurrent streams K (o passed, x failed)")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        plain_numbers(ax.xaxis)
+        label_panel(ax, title, "concurrent streams K (o passed, x failed)")
     fig.suptitle(f"Scaling: {result.data['tokens']} tokens at {result.data['rate']:g} tokens/s per stream, "
                  f"{result.machine['nproc']} cores")
     return save_figure(fig, directory, NAME)

@@ -47,7 +47,17 @@ from time import perf_counter
 
 import httpx
 
-from agent_ng.bench.measure import Result, Table, free_port, median, rotated, save, save_figure
+from agent_ng.bench.measure import (
+    Result,
+    Table,
+    free_port,
+    label_panel,
+    median,
+    plain_numbers,
+    rotated,
+    save,
+    save_figure,
+)
 
 NAME = "service"
 RATE = 20.0
@@ -375,7 +385,6 @@ def levels_figure(result: Result, panels: list[Panel], colors: dict[str, str], t
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
     rows = result.data["rows"]
     fig, axes = plt.subplots(1, len(panels), figsize=(20, 4.5))
@@ -387,12 +396,8 @@ def levels_figure(result: Result, panels: list[Panel], colors: dict[str, str], t
                         color=color, label=f"{server} {label}".strip())
         ax.set_xscale("log")
         ax.set_yscale("log" if "first token" in panel else "linear")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("concurrent streams K")
-        ax.set_title(panel)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        plain_numbers(ax.yaxis)
+        label_panel(ax, panel, "concurrent streams K")
     fig.suptitle(f"{title}, one process per server, {result.machine['nproc']} cores")
     return fig
 
