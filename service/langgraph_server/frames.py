@@ -8,9 +8,10 @@ back from the log and send each as an SSE event::
 
     frames = Frames(["values", "messages-tuple", "custom"], subgraphs=False)
     run_id = await runs.start(thread_id, input, config, record=frames.record, parts=frames.parts)
-    async for cursor, entry in runs.events.read(run_id):
-        if (sse := Frames.sse(cursor, entry, resumable)) is not None:
-            yield sse                              # (event, data JSON text, id or None)
+    async for batch in runs.events.read_batches(run_id):
+        for line in batch:                         # (cursor, type, JSON text)
+            if (sse := Frames.sse(line, resumable)) is not None:
+                yield sse                          # (event, data JSON text, id or None)
 
 The frames: ``metadata`` first (``run_id``, ``attempt``); ``messages`` as ``[message,
 metadata]`` for ``messages-tuple``, or ``messages/metadata``, ``messages/partial`` (the message
@@ -32,6 +33,7 @@ accepts, never come from this service's graph).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -41,11 +43,13 @@ from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk
 from agent_ng.contract import AgentEvent, EventType
 from agent_ng.engine.tool_calls import SHOWN_RESULTS
 from agent_ng.graph.events import EVENTS, Part
-from agent_ng.service.event_log import event_json
+from agent_ng.service.event_log import Line, event_json
 from agent_ng.service.langgraph_server.schemas import checkpoint_json
 
 FRAME = "frame"
 """The ``type`` of a log entry that is an SSE frame (``{"type", "event", "data"}``)."""
+FRAME_HEAD = '{"type":"frame","event":'
+DATA_KEY = ',"data":'
 
 STREAM_MODES = (
     "values",
@@ -131,17 +135,27 @@ class Frames:
         return f"{mode}|{'|'.join(namespace)}" if self.subgraphs and namespace else mode
 
     @staticmethod
-    def sse(cursor: str, entry: dict[str, Any], resumable: bool) -> tuple[str, str, str | None] | None:
-        """The SSE event of a log entry: ``(event, data JSON text, id)``; ``None`` for the
-        ``run_end`` (the stream ends there). The id, the entry's cursor in the run's log, is
-        sent only for a resumable run, as ``langgraph dev`` does."""
-        if entry["type"] != FRAME:
+    def sse(line: Line, resumable: bool) -> tuple[str, str, str | None] | None:
+        """The SSE event of a log entry as the log keeps it (``read_batches``): ``(event, data
+        JSON text, id)``; ``None`` for the ``run_end`` (the stream ends there). The id, the
+        entry's cursor in the run's log, is sent only for a resumable run, as ``langgraph dev``
+        does. The data's text is cut from the entry's, as ``frame`` made it (the frames of a
+        streamed answer are decoded by no one); any other shape is decoded and its data encoded."""
+        cursor, kind, text = line
+        if kind != FRAME:
             return None
-        return entry["event"], event_json(entry["data"]), cursor if resumable else None
+        head, found, rest = text.partition(DATA_KEY)
+        if found and head.startswith(FRAME_HEAD) and rest.endswith("}"):
+            event, data = json.loads(head[len(FRAME_HEAD):]), rest[:-1]
+        else:
+            entry = json.loads(text)
+            event, data = entry["event"], event_json(entry["data"])
+        return event, data, cursor if resumable else None
 
 
 def frame(event: str, data: Any) -> dict[str, Any]:
-    """A log entry that is the SSE event ``event`` with ``data``."""
+    """A log entry that is the SSE event ``event`` with ``data``; its keys in this order, which
+    its JSON text keeps (``Frames.sse`` reads it so)."""
     return {"type": FRAME, "event": event, "data": data}
 
 

@@ -27,7 +27,6 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from agent_ng.contract import EventType
 from agent_ng.persistence.threads import thread_config
@@ -36,6 +35,7 @@ from agent_ng.service.inputs import invalid
 from agent_ng.service.langgraph_server.frames import FRAME, STREAM_MODES, Frames, run_status
 from agent_ng.service.langgraph_server.run_records import RunRecord
 from agent_ng.service.langgraph_server.schemas import dumps
+from agent_ng.service.sse import EventStream, Final
 
 log = logging.getLogger("agent_ng.service")
 
@@ -44,6 +44,10 @@ HEARTBEAT_S = 5.0
 join or wait sends while it waits (JSON parsers skip leading whitespace)."""
 RUN_NOT_FOUND = {"error": "HTTPException", "message": "404: Run not found"}
 """What ``langgraph dev`` answers a join of a run it does not know (with status 200)."""
+HEARTBEAT = "heartbeat"
+"""``langgraph_api``'s keep-alive comment."""
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+"""What ends a line of an SSE event's data (sse_starlette's ``ServerSentEvent``)."""
 CURSOR = re.compile(r"\d+(-\d+)?")
 """An event's id in a run's log: the in-process log's counter, or a Redis stream id."""
 FROM_START = re.compile(r"-(\d+)?")
@@ -60,20 +64,16 @@ def stream_response(
     headers: dict[str, str],
     *,
     before_end: asyncio.Task[None] | None = None,
-) -> EventSourceResponse:
+) -> EventStream:
     """A new run's stream, from its first frame (``on_lost`` and ``before_end`` as ``sse_frames``)."""
-    events = sse_frames(runs, run.run_id, None, run.kwargs["resumable"], on_lost=on_lost, before_end=before_end)
-    return sse_response(request, events, headers)
+    chunks = sse_frames(runs, run.run_id, None, run.kwargs["resumable"], on_lost=on_lost, before_end=before_end)
+    return sse_response(request, chunks, headers)
 
 
-def sse_response(request: Request, events: AsyncIterator[ServerSentEvent], headers: dict[str, str]) -> EventSourceResponse:
-    """``events`` as ``text/event-stream``, with ``langgraph_api``'s ``: heartbeat`` comments."""
-    return EventSourceResponse(
-        events,
-        headers=headers,
-        ping=min(HEARTBEAT_S, request.app.state.settings.sse_ping_s),
-        ping_message_factory=lambda: ServerSentEvent(comment="heartbeat"),
-    )
+def sse_response(request: Request, chunks: AsyncIterator[bytes], headers: dict[str, str]) -> EventStream:
+    """``chunks`` as ``text/event-stream``, with ``langgraph_api``'s ``: heartbeat`` comments."""
+    ping = min(HEARTBEAT_S, request.app.state.settings.sse_ping_s)
+    return EventStream(chunks, ping, headers, comment=lambda: HEARTBEAT)
 
 
 async def sse_frames(
@@ -85,31 +85,49 @@ async def sse_frames(
     modes: list[str] | None = None,
     on_lost: Callable[[], None] | None = None,
     before_end: asyncio.Task[None] | None = None,
-) -> AsyncIterator[ServerSentEvent]:
-    """The run's frames from its log as SSE events, to its ``run_end``; ``on_lost`` runs when
-    the client goes before that; ``before_end`` (a stateless run's thread deletion) is waited
-    for before the stream closes. A log that fails mid-stream ends it with an ``error`` frame."""
+) -> AsyncIterator[bytes]:
+    """The run's frames from its log as SSE text, all those ready at once in one chunk, to its
+    ``run_end``; ``on_lost`` runs when the client goes before that; ``before_end`` (a stateless
+    run's thread deletion) is waited for before the stream closes. A log that fails mid-stream
+    ends it with an ``error`` frame."""
     ended = False
-    entries = runs.events.read(run_id, after)
+    batches = runs.events.read_batches(run_id, after)
     try:
-        async for cursor, entry in entries:
-            sse = Frames.sse(cursor, entry, resumable)
-            if sse is None:
+        async for batch in batches:
+            sent = []
+            for line in batch:
+                if (sse := Frames.sse(line, resumable)) is None:
+                    ended = True
+                    break
+                event, data, id = sse
+                if modes is None or event == "error" or mode_matches(event, modes):
+                    sent.append(sse_text(event, data, id))
+            chunk = "".join(sent).encode()
+            if ended and before_end is None:
+                yield Final(chunk)
+            elif chunk:
+                yield chunk
+            if ended:
                 break
-            event, data, id = sse
-            if modes is None or event == "error" or mode_matches(event, modes):
-                yield ServerSentEvent(data=data, event=event, id=id)
         ended = True
         if before_end is not None:
             await asyncio.shield(before_end)
     except Exception as e:
         ended = True
         log.warning("stream of run %s ended: its event log failed: %s", run_id, e)
-        yield ServerSentEvent(data=dumps({"error": type(e).__name__, "message": str(e)}).decode(), event="error")
+        yield sse_text("error", dumps({"error": type(e).__name__, "message": str(e)}).decode()).encode()
     finally:
-        await entries.aclose()
+        await batches.aclose()
         if not ended and on_lost is not None:
             on_lost()
+
+
+def sse_text(event: str, data: str, id: str | None = None) -> str:
+    """One SSE event, as sse_starlette's ``ServerSentEvent`` writes it."""
+    head = f"event: {event}\r\n" if id is None else f"id: {id}\r\nevent: {event}\r\n"
+    if "\n" in data or "\r" in data:
+        return head + "".join(f"data: {line}\r\n" for line in LINE_BREAK.split(data)) + "\r\n"
+    return f"{head}data: {data}\r\n\r\n"
 
 
 def mode_matches(event: str, modes: list[str]) -> bool:
@@ -121,9 +139,9 @@ def mode_matches(event: str, modes: list[str]) -> bool:
     return event.partition("|")[0] in modes
 
 
-async def single(event: ServerSentEvent) -> AsyncIterator[ServerSentEvent]:
-    """A stream of one event."""
-    yield event
+async def single(event: str, data: str) -> AsyncIterator[bytes]:
+    """A stream of one SSE event."""
+    yield Final(sse_text(event, data).encode())
 
 
 def waiting_response(

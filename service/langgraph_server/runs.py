@@ -42,7 +42,6 @@ from uuid import uuid4
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from agent_ng.contract import AgentEvent, EventType
 from agent_ng.graph.events import Part, is_new_input
@@ -83,6 +82,7 @@ from agent_ng.service.langgraph_server.run_bodies import (
 )
 from agent_ng.service.langgraph_server.run_records import RunRecord, RunRecords, RunStatus
 from agent_ng.service.langgraph_server.schemas import ApiJSON, dumps, selected
+from agent_ng.service.sse import EventStream
 
 log = logging.getLogger("agent_ng.service")
 
@@ -98,7 +98,7 @@ stream waits for it before closing), a cancel asked of another replica by a clie
 
 
 @router.post("/threads/{thread_id}/runs/stream", summary="Start a run on the thread and stream it")
-async def stream_run(thread_id: ThreadId, body: ThreadRunBody, request: Request) -> EventSourceResponse:
+async def stream_run(thread_id: ThreadId, body: ThreadRunBody, request: Request) -> EventStream:
     """Start a run; SSE: ``metadata``, then the frames of the stream modes asked for."""
     run = await create_run(request, thread_id, body, streamed=True)
     runs = runs_of(request)
@@ -107,7 +107,7 @@ async def stream_run(thread_id: ThreadId, body: ThreadRunBody, request: Request)
 
 
 @router.post("/runs/stream", summary="Start a run on a new thread and stream it")
-async def stream_stateless_run(body: StatelessRunBody, request: Request) -> EventSourceResponse:
+async def stream_stateless_run(body: StatelessRunBody, request: Request) -> EventStream:
     """A stateless run: its thread is deleted after it (unless ``on_completion`` is ``"keep"``)."""
     run = await create_run(request, str(uuid4()), body, streamed=True)
     runs = runs_of(request)
@@ -190,7 +190,7 @@ async def join_run_stream(
     cancel_on_disconnect: bool = False,
     stream_mode: str | None = None,
     last_event_id: str | None = Header(default=None),
-) -> EventSourceResponse:
+) -> EventStream:
     """The run's frames from its start, or after ``Last-Event-ID``, then live until it ends;
     ``stream_mode`` (one mode, or a JSON list) keeps only those modes' frames."""
     runs = runs_of(request)
@@ -198,8 +198,7 @@ async def join_run_stream(
     after = cursor_of(last_event_id)
     headers = stream_headers(thread_id, run_id)
     if await runs.events.thread_of(run_id) != thread_id:
-        missing = ServerSentEvent(data=json.dumps(RUN_NOT_FOUND), event="error")
-        return EventSourceResponse(single(missing), headers=headers)
+        return sse_response(request, single("error", json.dumps(RUN_NOT_FOUND)), headers)
     run = records_of(request).get(run_id)
     resumable = run.kwargs["resumable"] if run is not None else True
     lost = cancel_if_lost(runs, run_id, cancel_on_disconnect)

@@ -275,7 +275,7 @@ async def our_frames(
         async with asyncio.timeout(GUARD_S), aclosing(run):
             async for item in run:
                 for n, entry in enumerate(frames.record(item)):
-                    if (sse := Frames.sse(str(n), entry, resumable=False)) is not None:
+                    if (sse := Frames.sse((str(n), entry["type"], event_json(entry)), resumable=False)) is not None:
                         assert sse[2] is None
                         sent.append(sse[:2])
     return sent
@@ -400,7 +400,7 @@ async def test_a_background_run_logs_what_record_makes_of_each_item():
     assert run_id == chosen
     assert entries[0][1] == {"type": "frame", "event": "metadata", "data": {"run_id": run_id, "attempt": 1}}
     assert entries[-1][1]["type"] == "run_end" and run_status(entries[-1][1]) == "success"
-    sent = [Frames.sse(cursor, data, resumable=True) for cursor, data in entries]
+    sent = [Frames.sse((cursor, data["type"], event_json(data)), resumable=True) for cursor, data in entries]
     assert sent[-1] is None and all(s is not None for s in sent[:-1])
     assert [s[2] for s in sent[:-1]] == [c for c, _ in entries[:-1]], "a resumable run's ids are the log's cursors"
     assert {s[0] for s in sent[:-1]} == {"metadata", "values", "messages", "custom"}

@@ -1,12 +1,20 @@
-"""The native routes' SSE stream: the log's batches as chunks (``sse_events``) and the response
-that sends them (``EventStream``), driven as an ASGI server drives it."""
+"""The SSE streams: the native routes' chunks of the log's batches (``sse_events``), the LangGraph Server
+API's events (``sse_text``, ``Frames.sse``), and the response that sends them (``EventStream``),
+driven as an ASGI server drives it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
-from agent_ng.service.runs import EventStream, Final, sse_events
+import pytest
+from sse_starlette import ServerSentEvent
+
+from agent_ng.service.event_log import event_json
+from agent_ng.service.langgraph_server.frames import FRAME, Frames, frame
+from agent_ng.service.langgraph_server.run_answers import sse_text
+from agent_ng.service.runs import sse_events
+from agent_ng.service.sse import EventStream, Final
 
 GUARD_S = 5.0
 
@@ -144,3 +152,26 @@ async def test_a_final_chunk_ends_the_body_in_the_same_message_and_closes_the_ch
 
     assert [(m["body"], m["more_body"]) for m in client.sent[1:]] == [(b"one", True), (b"end", False)]
     assert closed == [1]
+
+
+@pytest.mark.parametrize(
+    ("event", "data", "id"),
+    [("values", '{"messages":[]}', None), ("messages", '[{"content":"a"},{}]', "1-0"), ("error", "two\nlines\r\nend", None)],
+)
+def test_the_langgraph_server_routes_write_an_event_as_sse_starlette_does(event, data, id):
+    assert sse_text(event, data, id).encode() == ServerSentEvent(data=data, event=event, id=id).encode()
+
+
+@pytest.mark.parametrize(
+    "data", [{"messages": [{"content": 'say ,"data": "x"}', "n": 2**70}]}, ["a", {"event": "values"}], None]
+)
+def test_a_frame_is_sent_with_its_data_as_logged_and_any_other_shape_decoded_alike(data):
+    as_logged = event_json(frame("values|ns:1", data))
+    reordered = event_json({"data": data, "event": "values|ns:1", "type": FRAME})
+
+    cut = Frames.sse(("7", FRAME, as_logged), resumable=True)
+    decoded = Frames.sse(("7", FRAME, reordered), resumable=False)
+
+    assert cut == ("values|ns:1", event_json(data), "7")
+    assert decoded == ("values|ns:1", event_json(data), None)
+    assert Frames.sse(("8", "run_end", '{"type":"run_end"}'), resumable=True) is None
