@@ -7,7 +7,9 @@ another), our graph at max_concurrency 1/3/8/16 read as the ``AgentEvent`` strea
 checkpointer (at the highest limit also with LangGraph's default durability, and without a
 saver), and langchain's ``create_agent`` (same model and tools, read with
 ``stream_mode=["messages", "updates"]``) on LangGraph's own ``AsyncSqliteSaver`` with our
-saver's settings, and without a saver. Every run with a saver is on a fresh thread. Wall time
+saver's settings, and without a saver. At the highest limit ours runs once more with the SQLite
+tool store too (recorded results, counts, durations in a file: what ``open_agent`` gives by
+default; the other sides keep them in memory). Every run with a saver is on a fresh thread. Wall time
 is the whole run: model turn, tools, model turn. Ideal: await tools ``t * ceil(N / limit)``;
 cpu tools the sequential run's wall time over ``min(N, limit, cores)`` (the work measured,
 spread over the cores it may use).
@@ -35,6 +37,8 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from agent_ng.bench.measure import Result, Table, median, rotated, save_figure
 from agent_ng.bench.models import ToolTurnModel
 from agent_ng.bench.paths import bench_settings
+from agent_ng.engine.store import ToolStore
+from agent_ng.engine.stores import open_tool_store
 from agent_ng.graph.agent import build_graph
 from agent_ng.graph.events import stream
 from agent_ng.persistence.checkpoint import SQLITE_BUSY_TIMEOUT_MS, SQLITE_SYNCHRONOUS, open_checkpointer
@@ -119,11 +123,22 @@ def async_saves(limit: int) -> str:
     return f"ours, limit {limit}, durability async"
 
 
+def tool_stored(limit: int) -> str:
+    """Ours with the SQLite tool store beside the SQLite saver, as deployed by default."""
+    return f"ours, limit {limit}, SQLite tool store"
+
+
 def sides(
-    n: int, work: BaseTool, limits: tuple[int, ...], saver, peer_saver=None
+    n: int,
+    work: BaseTool,
+    limits: tuple[int, ...],
+    saver,
+    peer_saver=None,
+    tool_store: ToolStore | None = None,
 ) -> dict[str, tuple[Side, int]]:
     """Each side and its concurrency limit (n when unbounded): ours on ``saver``, ``PEER`` on
-    ``peer_saver`` (default: the same), their ``UNSAVED`` twins without a checkpointer."""
+    ``peer_saver`` (default: the same), their ``UNSAVED`` twins without a checkpointer, and
+    with ``tool_store`` ours on it too (``tool_stored``)."""
     from langchain.agents import create_agent
 
     model = ToolTurnModel(tool="work", calls=n)
@@ -141,8 +156,10 @@ def sides(
         results = [await work.ainvoke(call) for call in answer.tool_calls]
         await model.ainvoke([*question, answer, *results])
 
-    def ours(limit: int, durability: str = "sync", checkpointer=saver) -> Side:
-        graph = build_graph(model, [work], checkpointer, bench_settings(max_concurrency=limit))
+    def ours(limit: int, durability: str = "sync", checkpointer=saver, store=None) -> Side:
+        graph = build_graph(
+            model, [work], checkpointer, bench_settings(max_concurrency=limit), tool_store=store
+        )
 
         saving = {"durability": durability} if checkpointer else {}
 
@@ -168,6 +185,7 @@ def sides(
         **{f"ours, limit {k}": (ours(k), min(k, n)) for k in limits},
         async_saves(top): (ours(top, "async"), min(top, n)),
         f"ours, limit {top}{UNSAVED}": (ours(top, checkpointer=None), min(top, n)),
+        **({tool_stored(top): (ours(top, store=tool_store), min(top, n))} if tool_store else {}),
         PEER: (create_agent_run(saver if peer_saver is None else peer_saver), n),
         f"{PEER}{UNSAVED}": (create_agent_run(None), n),
     }
@@ -186,9 +204,10 @@ async def run(size: str = "full") -> Result:
         async with (
             open_checkpointer(f"sqlite:///{Path(tmp) / 'parallel.db'}") as saver,
             langgraph_sqlite(Path(tmp) / "peer.db") as peer_saver,
+            open_tool_store(f"sqlite:///{Path(tmp) / 'tools.db'}") as tool_store,
         ):
             table = {
-                (kind, n): sides(n, work, spec.limits, saver, peer_saver)
+                (kind, n): sides(n, work, spec.limits, saver, peer_saver, tool_store)
                 for kind, (work, _) in kinds.items()
                 for n in spec.ns
             }
@@ -263,7 +282,7 @@ def per_task_cpu(rows: list[dict[str, Any]], spec: Size) -> Table:
         [
             [side, round(cpu(side, lo), 2), round(cpu(side, hi), 2),
              round((cpu(side, hi) - cpu(side, lo)) / (hi - lo), 3)]
-            for side in (SEQUENTIAL, f"ours, limit {limit}", async_saves(limit),
+            for side in (SEQUENTIAL, f"ours, limit {limit}", async_saves(limit), tool_stored(limit),
                          f"ours, limit {limit}{UNSAVED}", PEER, f"{PEER}{UNSAVED}")
         ],
         note="CPU is process time; what a run costs on a quiet machine, whatever the load here.",

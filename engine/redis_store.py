@@ -11,14 +11,22 @@ The client's connections come from a blocking pool of ``CONNECTIONS``: past that
 in flight a call waits for a connection (up to ``CONNECTION_WAIT_S``) rather than failing, as
 redis-py's default pool does (``MaxConnectionsError``), which lost the writes of hundreds of
 parallel calls.
+
+redis-py (8.1) can swallow a cancellation that comes while a command takes or gives back its
+pooled connection: the command completes and the caller goes on, so a stopped run's tool would
+start anyway and run unwatched. Every call of the store raises such a cancellation again
+(``keeps_cancel``), as ``asyncio`` would have.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from functools import wraps
+from typing import ParamSpec, TypeVar
 
 from agent_ng.engine.store import (
     DURATIONS_KEPT,
@@ -32,6 +40,31 @@ from agent_ng.engine.store import (
 
 CONNECTIONS = 100
 CONNECTION_WAIT_S = 20.0
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@contextmanager
+def keeping_cancel() -> Iterator[None]:
+    """Raise a cancellation of the current task that came inside the block and that a library
+    caught and did not raise (one that came before it, and that the caller handles, stays)."""
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    yield
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
+
+
+def keeps_cancel(call: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """``call``, raising a cancellation that came while it ran even if redis-py swallowed it."""
+
+    @wraps(call)
+    async def kept(*args: P.args, **kwargs: P.kwargs) -> R:
+        with keeping_cancel():
+            return await call(*args, **kwargs)
+
+    return kept
 
 
 class RedisToolStore:
@@ -69,6 +102,7 @@ class RedisToolStore:
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
+    @keeps_cancel
     async def cached(self, key: str, now: float) -> CachedResult | None:
         raw = await self.redis.get(self._key("cache", key))
         if raw is None:
@@ -80,6 +114,7 @@ class RedisToolStore:
             else None
         )
 
+    @keeps_cancel
     async def cache(self, key: str, content: Content, now: float, ttl_s: float) -> None:
         order = self._key("cache-order")
         value = json.dumps({"content": content, "expires_at": now + ttl_s})
@@ -92,6 +127,7 @@ class RedisToolStore:
             evicted = await self.redis.zpopmin(order, size - self.max_entries)
             await self.redis.delete(*(self._key("cache", k) for k, _ in evicted))
 
+    @keeps_cancel
     async def record(self, tool: str, outcome: Outcome, duration_s: float | None) -> None:
         counts = self._key("counts", tool)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -104,17 +140,21 @@ class RedisToolStore:
                 pipe.ltrim(durations, 0, self.durations_kept - 1)
             await pipe.execute()
 
+    @keeps_cancel
     async def durations(self, tool: str, limit: int) -> list[float]:
         return [
             float(d) for d in await self.redis.lrange(self._key("durations", tool), 0, limit - 1)
         ]
 
+    @keeps_cancel
     async def recorded_result(self, key: str, now: float) -> str | None:
         return await self.redis.get(self._key("result", key))
 
+    @keeps_cancel
     async def record_result(self, key: str, message: str, now: float) -> None:
         await self.redis.set(self._key("result", key), message, px=int(RESULTS_KEPT_S * 1000))
 
+    @keeps_cancel
     async def counts(self) -> list[ToolCounts]:
         tools = sorted(await self.redis.smembers(self._key("tools")))
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -4,10 +4,12 @@ One connection per store, its own thread, so no call blocks the event loop; auto
 WAL mode with a busy timeout so several processes can read and write the same file. Cache
 entries are evicted in insertion order, which SQLite's rowid already records.
 
-Each statement is a round trip to the connection's thread, and parallel tools tend to finish
-together, so calls recorded at the same moment share one write (group commit), their counts as
-well as their results: 16 parallel calls cost a handful of round trips, not dozens. A result is
-durable once its ``record_result`` returns, as before: it returns when its batch is written.
+Each statement is a round trip to the connection's thread, and parallel tools tend to start
+and finish together, so calls recorded at the same moment share one write (group commit), their
+counts as well as their results, and the recorded results asked for at the same moment (each
+call asks once as it starts, ``agent_ng.engine.recorded_results``) share one ``SELECT``: 16
+parallel calls cost a handful of round trips, not dozens. A result is durable once its
+``record_result`` returns, as before: it returns when its batch is written.
 
 Every cursor is closed on the connection's thread, never left to the garbage collector: that
 would finalize it on the event loop's thread and reset its statement, which SQLite caches per
@@ -54,8 +56,10 @@ CREATE INDEX IF NOT EXISTS tool_results_expiry ON tool_results (expires_at);
 """
 
 
-RESULTS_PER_STATEMENT = 300
-"""900 parameters: under SQLite's 999, the lowest limit a build may have."""
+PARAMETERS_PER_STATEMENT = 900
+"""Under SQLite's 999, the lowest limit a build may have."""
+RESULTS_PER_STATEMENT = PARAMETERS_PER_STATEMENT // 3
+"""Rows of three values per ``INSERT`` of results."""
 
 
 class SqliteToolStore:
@@ -71,6 +75,8 @@ class SqliteToolStore:
         self._batch: asyncio.Future[None] | None = None
         self._results: list[tuple[str, str, float]] = []
         self._results_batch: asyncio.Future[None] | None = None
+        self._asked: set[str] = set()
+        self._answers: asyncio.Future[dict[str, tuple[str, float]]] | None = None
 
     @classmethod
     @asynccontextmanager
@@ -153,10 +159,25 @@ class SqliteToolStore:
         return [row[0] for row in rows]
 
     async def recorded_result(self, key: str, now: float) -> str | None:
-        rows = await self._rows(
-            "SELECT message FROM tool_results WHERE key = ? AND expires_at > ?", (key, now)
-        )
-        return rows[0][0] if rows else None
+        self._asked.add(key)
+        if self._answers is None:
+            self._answers = asyncio.ensure_future(self._read_results())
+        message, expires_at = (await asyncio.shield(self._answers)).get(key, (None, 0.0))
+        return message if expires_at > now else None
+
+    async def _read_results(self) -> dict[str, tuple[str, float]]:
+        """Every result asked for since the read was scheduled: key -> (message, expiry)."""
+        keys, self._asked, self._answers = list(self._asked), set(), None
+        found: dict[str, tuple[str, float]] = {}
+        for start in range(0, len(keys), PARAMETERS_PER_STATEMENT):
+            chunk = keys[start:start + PARAMETERS_PER_STATEMENT]
+            rows = await self._rows(
+                "SELECT key, message, expires_at FROM tool_results WHERE key IN "
+                f"({', '.join(['?'] * len(chunk))})",
+                chunk,
+            )
+            found.update((key, (message, expires_at)) for key, message, expires_at in rows)
+        return found
 
     async def record_result(self, key: str, message: str, now: float) -> None:
         self._results.append((key, message, now))

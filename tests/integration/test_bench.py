@@ -73,7 +73,7 @@ def test_parallel_rows_cover_every_side_and_n(smoke):
     sides = {r["side"] for r in rows}
     assert sides == {
         "sequential", "create_agent", "create_agent, no saver", "ours, limit 1", "ours, limit 2",
-        "ours, limit 2, durability async", "ours, limit 2, no saver",
+        "ours, limit 2, durability async", "ours, limit 2, no saver", "ours, limit 2, SQLite tool store",
     }
     assert {(r["kind"], r["n"]) for r in rows} == {(k, n) for k in ("await", "cpu") for n in (1, 2)}
     assert all(r["wall_ms"] > 0 and r["efficiency"] > 0 for r in rows)

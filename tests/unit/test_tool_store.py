@@ -101,3 +101,45 @@ async def test_results_recorded_together_are_each_kept_once_their_call_returns(k
             return await store.recorded_result(f"call{i}", now=100.0)
 
         assert await asyncio.gather(*(record(i) for i in range(400))) == [f"result {i}" for i in range(400)]
+
+
+async def test_results_asked_for_together_each_get_their_own(kind, tmp_path):
+    """Calls starting together ask at once (the SQLite store reads them in one statement); each
+    gets its own result, and none for a key never recorded."""
+    async with open_test_store(kind, tmp_path) as store:
+        await asyncio.gather(*(store.record_result(f"call{i}", f"result {i}", now=100.0) for i in range(3)))
+        answers = await asyncio.gather(
+            *(store.recorded_result(key, now=100.0) for key in ("call2", "call0", "never", "call1"))
+        )
+        assert answers == ["result 2", "result 0", None, "result 1"]
+
+
+async def test_a_call_cancelled_at_any_point_raises_its_cancellation(kind, tmp_path):
+    """A stopped run's tool must not start: redis-py can swallow a cancel that comes while it
+    takes or gives back a connection, and the store raises it again."""
+    gone_on: list[tuple[str, int]] = []
+    async with open_test_store(kind, tmp_path) as store:
+        calls = {
+            "recorded_result": lambda: store.recorded_result("k", 0.0),
+            "cached": lambda: store.cached("k", 0.0),
+            "durations": lambda: store.durations("t", 5),
+            "record": lambda: store.record("t", "ok", 0.1),
+        }
+        for name, call in calls.items():
+            for ticks in range(1, 30):
+                cancelled = asyncio.Event()
+
+                async def run(call=call, cancelled=cancelled, at=(name, ticks)):
+                    await call()
+                    if cancelled.is_set():
+                        gone_on.append(at)
+
+                task = asyncio.ensure_future(run())
+                for _ in range(ticks):
+                    await asyncio.sleep(0)
+                if not task.done():
+                    cancelled.set()
+                    task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    assert gone_on == [], "the call went on after its task was cancelled"
