@@ -11,7 +11,7 @@ outside them all: each result gets its message id before LangGraph stores it):
 - ``require_approval`` (``agent_ng.engine.approval``): a call that needs a person waits for one
   before it starts or counts against any limit;
 - ``RecordedResults`` (``agent_ng.engine.recorded_results``) answers a call whose result is
-  already recorded (a resumed run) and records each finished result before handing it back;
+  already recorded (a resumed run);
 - ``record_outcomes`` (``agent_ng.engine.tool_stats``) counts every call, cache hits included;
 - ``ResultCache`` (``agent_ng.engine.result_cache``) answers repeated calls of cacheable tools;
 - ``GroupLimits`` (``agent_ng.engine.concurrency``) holds a call until its concurrency group
@@ -19,6 +19,8 @@ outside them all: each result gets its message id before LangGraph stores it):
 - ``Lifecycle`` (``agent_ng.engine.tool_calls``) reports the call's events, with the ETA from
   ``agent_ng.engine.eta`` in ``tool_start``: inside the limit, so ``tool_start`` means the
   tool really started;
+- ``RecordResults`` (``agent_ng.engine.recorded_results``) records each finished result: inside
+  ``Lifecycle``, so a result is recorded before its ``tool_result`` is reported;
 - ``bound_output`` (``agent_ng.engine.output_limit``) cuts the result to the tool's
   ``max_output_bytes``: inside every wrapper that reports, keeps, records or caches a result,
   so none of them (nor the checkpoint) ever holds more;
@@ -35,7 +37,7 @@ from agent_ng.engine.approval import require_approval
 from agent_ng.engine.concurrency import GroupConfig, GroupLimits, shared_group_limits
 from agent_ng.engine.eta import expected_duration
 from agent_ng.engine.output_limit import bound_output
-from agent_ng.engine.recorded_results import RecordedResults
+from agent_ng.engine.recorded_results import RecordedResults, RecordResults
 from agent_ng.engine.result_cache import ResultCache
 from agent_ng.engine.store import ToolStore
 from agent_ng.engine.timeouts import enforce_timeout
@@ -65,6 +67,7 @@ def engine_wrappers(settings: Settings, store: ToolStore) -> list[ToolCallWrappe
         ResultCache(store, settings.cache_ttl_s),
         *([limits] if limits else []),
         Lifecycle(expected_s=expected_duration(store)),
+        RecordResults(store),
         bound_output(settings.tool_max_output_bytes),
         enforce_timeout(settings.tool_timeout_s),
     ]

@@ -1,14 +1,17 @@
 """At most once per recorded result: a call that already finished is answered, not run again.
 
-    RecordedResults(store)      # in the chain (``agent_ng.engine.chain``)
+    RecordedResults(store)      # in the chain (``agent_ng.engine.chain``): answers from the record
+    RecordResults(store)        # just inside ``Lifecycle``: records before the result is reported
 
 LangGraph stores each finished tool result as a pending write of its step, but a process killed
 between a tool's side effect and that write, or the race between pending writes and the next
 checkpoint (langgraph #8039), makes a resumed run execute the call again: a second payment, a
-second e-mail. So each finished result (success or error, as the chain below returned it) is
-recorded under its call in the tool store and only then handed back; a call that finds its
+second e-mail. So each finished result (success or error, as the tool's own wrappers returned
+it) is recorded under its call in the tool store and only then reported (``tool_result``) and
+handed back: a client that saw a result never sees its call run again. A call that finds its
 result recorded returns it without running, reported as a replay (``tool_start`` with
-``cached: true``, then its result).
+``cached: true``, then its result). A call answered by the result cache runs nothing and is
+not recorded: the cache answers it again.
 
 The key is the thread, the task's checkpoint namespace (``tools:<task id>``, which LangGraph
 derives from the checkpoint and the ``Send``, so a resumed run gets the same one) and the tool
@@ -78,7 +81,7 @@ def deserialize(raw: str) -> ToolMessage:
 
 @dataclass(frozen=True, slots=True)
 class RecordedResults:
-    """The wrapper: answer a call from its recorded result, else run it and record the result."""
+    """The outer wrapper: answer a call from its recorded result, else run it."""
 
     store: ToolStore
     clock: Callable[[], float] = field(default=time.time)
@@ -92,12 +95,24 @@ class RecordedResults:
         except Exception:
             log.warning("reading recorded tool results failed; running the call", exc_info=True)
             raw = None
-        if raw is not None:
-            message = noted(deserialize(raw), replayed=True)
-            report_cached(request, message)
-            return message
+        if raw is None:
+            return await execute(request)
+        message = noted(deserialize(raw), replayed=True)
+        report_cached(request, message)
+        return message
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResults:
+    """The inner wrapper: record each finished result before it is reported or handed back."""
+
+    store: ToolStore
+    clock: Callable[[], float] = field(default=time.time)
+
+    async def __call__(self, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
         result = await execute(request)
-        if isinstance(result, ToolMessage):
+        key = result_key(request)
+        if key is not None and isinstance(result, ToolMessage):
             try:
                 await self.store.record_result(key, serialize(result), self.clock())
             except Exception:

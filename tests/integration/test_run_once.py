@@ -104,6 +104,48 @@ async def test_a_recorded_result_is_returned_instead_of_running_the_call_again(k
     assert is_valid(messages)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_result_is_reported_only_once_it_is_recorded(kind, tmp_path):
+    """A client that saw a call's ``tool_result`` and then lost the process (kill -9) must not see
+    the call run again: the record is committed before the result is reported."""
+    release = asyncio.Event()
+
+    @tool
+    async def pay(amount: int) -> str:
+        """Pays once."""
+        return f"paid {amount}"
+
+    config = {"configurable": {"thread_id": f"pay-{uuid.uuid4().hex}"}}
+    async with open_test_store(kind, tmp_path) as store:
+        model = ScriptedModel(replies=[calls(("pay", {"amount": 5})), Reply(text="paid")])
+        graph = build_graph(model, tools=[pay], checkpointer=InMemorySaver(), settings=Settings(system_prompt=""),
+                            tool_store=store)
+        record, recording = store.record_result, asyncio.Event()
+
+        async def record_result(key, message, now):
+            recording.set()
+            await release.wait()
+            await record(key, message, now)
+
+        store.record_result = record_result
+        seen: list[str] = []
+
+        async def read() -> None:
+            async for event in stream(graph, {"messages": [HumanMessage("pay 5")]}, config):
+                seen.append(event.type)
+
+        reader = asyncio.create_task(read())
+        async with asyncio.timeout(10):
+            await recording.wait()
+            await asyncio.sleep(0.05)  # time for a tool_result the engine sent too early to reach the reader
+            held = list(seen)
+            release.set()
+            await reader
+
+    assert "tool_start" in held and "tool_result" not in held, held
+    assert seen.index("tool_result") < seen.index("tool_complete") and seen[-1] == "run_end"
+
+
 async def test_without_a_thread_nothing_is_recorded(tmp_path):
     async with open_test_store("memory", tmp_path) as store:
         @tool
