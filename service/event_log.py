@@ -42,16 +42,18 @@ from enum import Enum
 from re import Pattern
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
-from uuid import UUID
+from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 import orjson
 from langgraph.types import Send
 
 from agent_ng.contract import EventType
+from agent_ng.engine.redis_store import keeping_cancel
 from agent_ng.persistence.fencing import FencedError
 
 if TYPE_CHECKING:
+    from agent_ng.service.redis_shared import Coalesced, Tail
     from agent_ng.service.settings import ServiceSettings
 
 Entry = tuple[str, dict[str, Any]]
@@ -360,23 +362,37 @@ class MemoryEventLog:
 FENCED_APPEND = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
 local cursor = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[2], 'type', ARGV[6])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+if ARGV[7] == '1' then
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
 if ARGV[5] == '1' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
 return cursor
 """
 """``RedisEventLog.append`` with a token: the append, only when the run's holder key (KEYS[3])
 holds the token (ARGV[1]). KEYS: the events, the thread, the holder; ARGV: token, event JSON,
 max events, TTL, whether the event is the run's end (from then on the holder key expires too),
-the event's type."""
+the event's type, whether to renew the events' and thread's TTL."""
+
+RENEW_S = 1.0
+"""How often at most (seconds, and never more than a tenth of the TTL) an append of a run renews
+its keys' TTL: renewing with every token cost two ``EXPIRE`` per token."""
 
 
 @dataclass
 class RedisEventLog:
     """The event log in Redis, a stream per run, so any replica can serve a reconnect or a cancel.
 
-    A run's holder token is kept until its ``run_end`` is appended with it, then as long as the
-    log: a run that is silent for longer than ``retention_s`` loses its events, never its holder.
+    A run's keys live ``retention_s`` (whole seconds) from the last renewal of their TTL, which
+    the run's first append in a process, its ``run_end`` and the first append ``RENEW_S`` (or a
+    tenth of the TTL, if less) after the last renewal make: a run silent for longer than
+    ``retention_s`` loses its events, and one silent for less than ``retention_s - RENEW_S``
+    keeps them. A run's holder token is kept until its ``run_end`` is appended with it, then as
+    long as the log, never lost to silence.
+
+    The appends of all runs issued in one event-loop tick go to Redis in one pipeline, and all
+    the process's readers follow their streams' live tails in one ``XREAD BLOCK``
+    (``agent_ng.service.redis_shared``), two connections of the log's own.
     """
 
     url: str
@@ -384,23 +400,32 @@ class RedisEventLog:
     max_events: int = 10_000
     retention_s: float = 600.0
     block_ms: int = 5_000
-    """How long one ``XREAD`` waits before the reader checks the run still exists."""
+    """How long a reader told of nothing waits before it checks the run still exists."""
     _redis: Any = None
-    _fenced_append: Any = None
+    _shared: Coalesced = field(init=False)
+    _tail: Tail = field(init=False)
+    _renewed: dict[str, float] = field(default_factory=dict)
+    """When this process last renewed each running run's TTL."""
+    _renewed_bound: int = 1_024
 
     def __post_init__(self) -> None:
         from redis.asyncio import Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
+        from agent_ng.service.redis_shared import Coalesced, Tail
+
         self._redis = Redis.from_url(
             self.url,
             decode_responses=True,
             socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-            max_connections=10_000,  # redis-py's 100 is ~50 open streams: each reader holds one in XREAD BLOCK
+            max_connections=10_000,  # redis-py's 100 would refuse a burst of requests (each opens or joins a run)
             retry=Retry(NoBackoff(), 1),  # on a new connection: pooled ones die with the server
         )
-        self._fenced_append = self._redis.register_script(FENCED_APPEND)
+        pool = self._redis.connection_pool
+        self._shared = Coalesced(pool.make_connection())
+        wake = f"{self.prefix}tail:{uuid4().hex}"
+        self._tail = Tail(pool.make_connection(), self._shared.send, wake, self.block_ms, BATCH)
 
     def _events(self, run_id: str) -> str:
         return f"{self.prefix}run:{run_id}:events"
@@ -417,11 +442,13 @@ class RedisEventLog:
 
     @contextmanager
     def _reaching(self) -> Iterator[None]:
-        """Redis out of reach, as ``EventLogUnavailableError``."""
+        """Redis out of reach, as ``EventLogUnavailableError``; a cancellation redis-py swallowed,
+        raised again (``agent_ng.engine.redis_store.keeping_cancel``)."""
         from redis.exceptions import ConnectionError, TimeoutError
 
         try:
-            yield
+            with keeping_cancel():
+                yield
         except (ConnectionError, TimeoutError) as e:
             where = self._redis.get_connection_kwargs()
             reason = " ".join(str(e).split()) or type(e).__name__
@@ -442,25 +469,40 @@ class RedisEventLog:
                 await self._redis.set(self._holder(run_id), token)
 
     async def append(self, run_id: str, data: dict[str, Any], token: str | None = None) -> str:
-        key = self._events(run_id)
-        if token is not None:
-            with self._reaching():
-                cursor = await self._fenced_append(
-                    keys=[key, self._thread(run_id), self._holder(run_id)],
-                    args=[token, event_json(data), self.max_events, self._ttl, int(data["type"] == END),
-                          data["type"]],
-                )
-            if cursor is None:
-                raise FencedError(run_id)
-            return cursor
+        key, kind, send = self._events(run_id), data["type"], self._shared.send
+        now, last = monotonic(), self._renewed.get(run_id)
+        renew = kind == END or last is None or now - last >= min(RENEW_S, self._ttl / 10)
+        if kind == END:
+            self._renewed.pop(run_id, None)
+        elif renew:
+            self._renew(run_id, now)
         with self._reaching():
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.xadd(key, {"event": event_json(data), "type": data["type"]},
-                          maxlen=self.max_events, approximate=True)
-                pipe.expire(key, self._ttl)
-                pipe.expire(self._thread(run_id), self._ttl)
-                cursor, *_ = await pipe.execute()
+            if token is not None:
+                cursor = await send(
+                    "EVAL", FENCED_APPEND, 3, key, self._thread(run_id), self._holder(run_id),
+                    token, event_json(data), self.max_events, self._ttl, int(kind == END), kind, int(renew),
+                )
+                if cursor is None:
+                    raise FencedError(run_id)
+            else:
+                added = send("XADD", key, "MAXLEN", "~", self.max_events, "*", "event", event_json(data), "type", kind)
+                if renew:
+                    ttl = self._ttl
+                    cursor, *_ = await asyncio.gather(
+                        added, send("EXPIRE", key, ttl), send("EXPIRE", self._thread(run_id), ttl)
+                    )
+                else:
+                    cursor = await added
         return cursor
+
+    def _renew(self, run_id: str, now: float) -> None:
+        """Note the renewal, forgetting those too old to matter once there are many (runs whose
+        end another replica appended)."""
+        self._renewed[run_id] = now
+        if len(self._renewed) > self._renewed_bound:
+            fresh = now - RENEW_S
+            self._renewed = {run: at for run, at in self._renewed.items() if at > fresh}
+            self._renewed_bound = max(1_024, 2 * len(self._renewed))
 
     async def thread_of(self, run_id: str) -> str | None:
         with self._reaching():
@@ -471,23 +513,30 @@ class RedisEventLog:
 
     async def read_batches(self, run_id: str, after: str | None = None) -> AsyncIterator[list[Line]]:
         key, cursor = self._events(run_id), after or "0-0"
+        if stream_id(cursor) is None:
+            from redis.exceptions import ResponseError
+
+            raise ResponseError(f"invalid stream id {cursor!r}")
         with self._reaching():
             if after is not None and await self._ended_by(run_id, after):
                 return
-        while True:
-            with self._reaching():
-                got = await self._redis.xread({key: cursor}, block=self.block_ms, count=BATCH)
-                if not got and not await self._redis.exists(self._thread(run_id)):
-                    return  # expired, or never started
-            if not got:
-                continue
-            batch = [(at, type_of(fields), fields["event"]) for at, fields in got[0][1]]
-            ends = [n for n, (_, kind, _) in enumerate(batch) if kind == END]
-            if ends:
-                yield batch[: ends[0] + 1]
-                return
-            cursor = batch[-1][0]
-            yield batch
+        follow = self._tail.join(key, cursor)
+        try:
+            while True:
+                with self._reaching():
+                    got = await self._tail.take(follow)
+                    if not got and not await self._shared.send("EXISTS", self._thread(run_id)):
+                        return  # expired, or never started
+                if not got:
+                    continue
+                batch = [line(entry) for entry in got]
+                ends = [n for n, (_, kind, _) in enumerate(batch) if kind == END]
+                if ends:
+                    yield batch[: ends[0] + 1]
+                    return
+                yield batch
+        finally:
+            self._tail.leave(follow)
 
     async def _ended_by(self, run_id: str, cursor: str) -> bool:
         """Whether the run's ``run_end`` is at or before ``cursor`` (nothing can follow it)."""
@@ -537,6 +586,8 @@ class RedisEventLog:
         return f"{self.prefix}cancel"
 
     async def close(self) -> None:
+        await self._tail.close()
+        await self._shared.close()
         await self._redis.aclose()
 
 
@@ -544,6 +595,13 @@ def type_of(fields: dict[str, str]) -> str:
     """The type of a Redis stream entry's event: its ``type`` field, or (an entry a replica of an
     earlier version wrote, without one) its JSON's."""
     return fields.get("type") or orjson.loads(fields["event"])["type"]
+
+
+def line(entry: list[Any]) -> Line:
+    """A raw ``XREAD`` entry (``[id, [field, value, ...]]``) as a ``Line``."""
+    at, fields = entry
+    values = dict(zip(fields[::2], fields[1::2], strict=True))
+    return at, type_of(values), values["event"]
 
 
 def stream_id(value: str) -> tuple[int, int] | None:

@@ -1,4 +1,6 @@
-"""The in-process event log's bounds, end and batches, Redis's batches, and the one encoder every event goes through."""
+"""The in-process event log's bounds, end and batches, Redis's batches, its shared round trips
+(appends coalesced, one tail for every reader) and TTL renewal, and the one encoder every event
+goes through."""
 
 from __future__ import annotations
 
@@ -6,7 +8,20 @@ import asyncio
 import json
 from pathlib import Path
 
-from agent_ng.service.event_log import MemoryEventLog, RedisEventLog, event_json, event_log
+import pytest
+
+from agent_ng.persistence.fencing import FencedError
+from agent_ng.service import event_log as event_log_module
+from agent_ng.service import redis_shared
+from agent_ng.service.event_log import (
+    BATCH,
+    RENEW_S,
+    EventLogUnavailableError,
+    MemoryEventLog,
+    RedisEventLog,
+    event_json,
+    event_log,
+)
 from agent_ng.service.settings import ServiceSettings
 from tests.helpers.system import REDIS_URL
 
@@ -155,3 +170,190 @@ async def test_redis_batches_carry_each_events_type_and_read_entries_written_wit
 
     assert [[kind for _, kind, _ in batch] for batch in batches] == [["content", "content", "run_end"]]
     assert decoded == [0, 1, None]
+
+
+def counting_round_trips(monkeypatch) -> list[int]:
+    """The commands of each round trip the Redis log's shared connections make from now on."""
+    sizes: list[int] = []
+    real = redis_shared.round_trip
+
+    async def counted(connection, commands):
+        sizes.append(len(commands))
+        return await real(connection, commands)
+
+    monkeypatch.setattr(redis_shared, "round_trip", counted)
+    return sizes
+
+
+async def test_redis_appends_issued_together_go_in_one_round_trip_each_caller_getting_its_own_answer(
+    redis_prefix, monkeypatch
+):
+    log = RedisEventLog(REDIS_URL, prefix=redis_prefix)
+    try:
+        for run_id in ("r1", "r2", "r3"):
+            await log.open(run_id, "t1")
+        await log.fence("r3", "holder:1")
+        sizes = counting_round_trips(monkeypatch)
+        appends = [log.append(run_id, content(n)) for n in range(4) for run_id in ("r1", "r2")]
+        appends += [log.append("r3", content(0), token="holder:1"), log.append("r3", content(1), token="other:2")]
+        answers = await asyncio.gather(*appends, return_exceptions=True)
+        await log.append("r1", end())
+        await log.append("r2", end())
+        async with asyncio.timeout(AT_ONCE_S):
+            read = {run_id: [(cursor, data.get("n")) async for cursor, data in log.read(run_id)]
+                    for run_id in ("r1", "r2")}
+        r3 = await log._redis.xrange(log._events("r3"))
+    finally:
+        await log.close()
+
+    assert sizes[0] == len(appends) + 2 * 2, "one pipeline: every append, and 2 EXPIRE for r1 and r2 once each"
+    cursors = {"r1": answers[0:8:2], "r2": answers[1:8:2]}
+    for run_id in ("r1", "r2"):
+        assert [n for _, n in read[run_id]] == [0, 1, 2, 3, None], "each run's order kept"
+        assert [cursor for cursor, _ in read[run_id][:4]] == cursors[run_id], "each caller got its own cursor"
+    assert isinstance(answers[-1], FencedError) and isinstance(answers[-2], str), "only the fenced-out append fails"
+    assert [json.loads(fields["event"])["n"] for _, fields in r3] == [0]
+
+
+async def test_a_redis_run_renews_its_ttl_at_most_every_renew_s_and_at_its_end(redis_prefix, monkeypatch):
+    now = [1_000.0]
+    monkeypatch.setattr(event_log_module, "monotonic", lambda: now[0])
+    log = RedisEventLog(REDIS_URL, prefix=redis_prefix, retention_s=60)
+    keys = (log._events("r1"), log._thread("r1"))
+
+    async def ttls() -> list[int]:
+        return [await log._redis.ttl(key) for key in keys]
+
+    async def unexpiring() -> None:
+        for key in keys:
+            await log._redis.persist(key)
+
+    try:
+        await log.open("r1", "t1")
+        await log.append("r1", content(0))
+        first = await ttls()
+        await unexpiring()
+        now[0] += RENEW_S / 2
+        await log.append("r1", content(1))
+        within = await ttls()
+        now[0] += RENEW_S / 2
+        await log.append("r1", content(2))
+        after = await ttls()
+        await unexpiring()
+        await log.append("r1", end())
+        ended = await ttls()
+    finally:
+        await log.close()
+
+    assert all(0 < ttl <= 60 for ttl in first), "the run's first append in the process renews"
+    assert within == [-1, -1], "not again within RENEW_S"
+    assert all(0 < ttl <= 60 for ttl in after), (
+        "RENEW_S after the last renewal: never more than retention_s from any append, so silence "
+        "longer than that loses the events"
+    )
+    assert all(0 < ttl <= 60 for ttl in ended), "the run's end starts its retention"
+
+
+async def test_a_reader_joining_the_redis_tail_while_it_blocks_is_served_at_once(redis_prefix):
+    log = RedisEventLog(REDIS_URL, prefix=redis_prefix, block_ms=60_000)
+    try:
+        for run_id in ("quiet", "busy"):
+            await log.open(run_id, "t1")
+        await log.append("busy", content(0))
+        quiet = log.read_batches("quiet")
+        waiting = asyncio.ensure_future(anext(quiet))
+        while log._tail._reading is None:  # until the tail's XREAD is out, blocking on "quiet" only
+            await asyncio.sleep(0)
+        async with asyncio.timeout(AT_ONCE_S):
+            live = log.read_batches("busy")
+            first = await anext(live)
+            await log.append("busy", content(1))
+            second = await anext(live)
+            await log.append("quiet", end())
+            ended = await waiting
+        await quiet.aclose()
+        await live.aclose()
+    finally:
+        await log.close()
+
+    assert [json.loads(text)["n"] for _, _, text in first] == [0], "no wait for the block to time out"
+    assert [json.loads(text)["n"] for _, _, text in second] == [1]
+    assert [kind for _, kind, _ in ended] == ["run_end"]
+
+
+async def test_redis_readers_of_one_run_from_different_cursors_each_get_exactly_what_follows_theirs(redis_prefix):
+    log = RedisEventLog(REDIS_URL, prefix=redis_prefix)
+    try:
+        await log.open("r1", "t1")
+        cursors = [await log.append("r1", content(n)) for n in range(3)]
+        live = log.read("r1", after=cursors[-1])
+        waiting = asyncio.ensure_future(anext(live))
+        while log._tail._reading is None:
+            await asyncio.sleep(0)
+        async with asyncio.timeout(AT_ONCE_S):
+            replaying = log.read("r1", after=cursors[0])
+            replay = [(await anext(replaying))[1]["n"] for _ in range(2)]
+            await replaying.aclose()
+            await log.append("r1", content(3))
+            await log.append("r1", end())
+            got = [(await waiting)[1].get("n")] + [data.get("n") async for _, data in live]
+            joined_late = [data.get("n") async for _, data in log.read("r1", after=cursors[1])]
+    finally:
+        await log.close()
+
+    assert replay == [1, 2], "a replay from a cursor while a live reader waits on the same run"
+    assert got == [3, None], "the live reader: only what followed its cursor"
+    assert joined_late == [2, 3, None]
+
+
+async def test_a_redis_reader_slower_than_the_run_gets_every_event_in_order_in_bounded_batches(redis_prefix):
+    log = RedisEventLog(REDIS_URL, prefix=redis_prefix)
+    try:
+        await log.open("r1", "t1")
+        await log.append("r1", content(0))
+        batches = log.read_batches("r1")
+        first = await anext(batches)  # then it takes nothing while the run goes on
+        await asyncio.gather(*(log.append("r1", content(n, size=10)) for n in range(1, 3 * BATCH)))
+        await log.append("r1", end())
+        async with asyncio.timeout(AT_ONCE_S * 5):
+            rest = [batch async for batch in batches]
+    finally:
+        await log.close()
+
+    assert all(len(batch) <= BATCH for batch in rest)
+    kinds = [kind for batch in [first, *rest] for _, kind, _ in batch]
+    numbers = [json.loads(text)["n"] for batch in [first, *rest] for _, kind, text in batch if kind == "content"]
+    assert numbers == list(range(3 * BATCH)) and kinds[-1] == "run_end"
+
+
+async def test_a_redis_reader_of_a_run_that_is_gone_or_never_was_is_done_after_block_ms(redis_prefix):
+    log = RedisEventLog(REDIS_URL, prefix=redis_prefix, block_ms=50)
+    try:
+        await log.open("r1", "t1")
+        await log.append("r1", content(0))
+        async with asyncio.timeout(AT_ONCE_S):
+            never = [batch async for batch in log.read_batches("nothing")]
+            reading = log.read_batches("r1")
+            got = await anext(reading)
+            await log._redis.delete(log._events("r1"), log._thread("r1"))  # as when its TTL runs out
+            rest = [batch async for batch in reading]
+    finally:
+        await log.close()
+
+    assert never == [] and len(got) == 1 and rest == []
+
+
+@pytest.mark.parametrize("what", ["append", "read"])
+async def test_an_unreachable_redis_log_raises_one_line_naming_it(what):
+    log = RedisEventLog("redis://127.0.0.1:1/0")
+    try:
+        with pytest.raises(EventLogUnavailableError) as raised:
+            async with asyncio.timeout(AT_ONCE_S * 5):
+                if what == "append":
+                    await log.append("r1", content(0))
+                else:
+                    await anext(log.read_batches("r1"))
+    finally:
+        await log.close()
+
+    assert "Redis at 127.0.0.1:1" in str(raised.value) and "\n" not in str(raised.value)
