@@ -63,11 +63,11 @@ from ag_ui.core import (
 )
 from ag_ui.encoder import EventEncoder
 from fastapi import APIRouter, Request
-from sse_starlette import EventSourceResponse
 
 from agent_ng.contract import AgentEvent, EventType
 from agent_ng.service.event_log import event_json
 from agent_ng.service.inputs import Id, check_question, invalid
+from agent_ng.service.sse import EventStream
 
 ACTIVITY_TYPE = "tool_progress"
 """AG-UI activity type of the per-call activity messages (the name of the event it mostly shows)."""
@@ -95,7 +95,7 @@ class AguiInput(RunAgentInput):
 
 
 @router.post("/agui", summary="Run the agent, streaming AG-UI events")
-async def run_agui(body: AguiInput, request: Request) -> EventSourceResponse:
+async def run_agui(body: AguiInput, request: Request) -> EventStream:
     """Ask the last user message on ``threadId``; the run's events go out as AG-UI SSE frames."""
     question = last_user_text(body)
     check_question(question, request.app.state.settings, loc=("body", "messages"))
@@ -112,9 +112,7 @@ async def run_agui(body: AguiInput, request: Request) -> EventSourceResponse:
                 for out in translation.translate(carriable(event)):
                     yield encoder.encode(out).encode()
 
-    return EventSourceResponse(
-        frames(), ping=request.app.state.settings.sse_ping_s, media_type=encoder.get_content_type()
-    )
+    return EventStream(frames(), ping=request.app.state.settings.sse_ping_s)
 
 
 def carriable(event: AgentEvent) -> AgentEvent:
