@@ -71,9 +71,9 @@ WARMUP_K = 2
 (imports on first use, the checkpointer's tables) are not a probe's."""
 REDIS_POOL = 2_000
 """Connections each process's Redis client may hold (``max_connections`` in ``AGENT_REDIS_URL``).
-redis-py's default, 100, runs out at about 50 open streams per process (each stream's reader
-holds one in ``XREAD BLOCK``, each append borrows another): past it runs end with a ``run_end``
-of status ``error`` ("Too many connections"), a limit of the pool, not of the processes."""
+Before the event log shared its appends and its ``XREAD BLOCK`` (``agent_ng.service.redis_shared``)
+redis-py's default, 100, ran out at about 50 open streams per process; kept so that a burst of
+the log's other calls (a run's open, its holder, a join's look-up) never waits for the pool."""
 RETRY_AFTER_ERROR_S = 0.5
 """A user whose stream failed waits this long before its next question, so a failing server
 is not asked in a tight loop."""
