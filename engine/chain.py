@@ -10,7 +10,7 @@ outside them all: each result gets its message id before LangGraph stores it):
   span per call, so it sees every outcome, approvals and cache hits included;
 - ``require_approval`` (``agent_ng.engine.approval``): a call that needs a person waits for one
   before it starts or counts against any limit;
-- ``RecordedResults`` (``agent_ng.engine.recorded_results``) answers a call whose result is
+- ``RecordedResults.answer`` (``agent_ng.engine.recorded_results``) answers a call whose result is
   already recorded (a resumed run);
 - ``record_outcomes`` (``agent_ng.engine.tool_stats``) counts every call, cache hits included;
 - ``ResultCache`` (``agent_ng.engine.result_cache``) answers repeated calls of cacheable tools;
@@ -19,8 +19,8 @@ outside them all: each result gets its message id before LangGraph stores it):
 - ``Lifecycle`` (``agent_ng.engine.tool_calls``) reports the call's events, with the ETA from
   ``agent_ng.engine.eta`` in ``tool_start``: inside the limit, so ``tool_start`` means the
   tool really started;
-- ``RecordResults`` (``agent_ng.engine.recorded_results``) records each finished result: inside
-  ``Lifecycle``, so a result is recorded before its ``tool_result`` is reported;
+- ``RecordedResults.record`` records each finished result: inside ``Lifecycle``, so a result is
+  recorded before its ``tool_result`` is reported;
 - ``bound_output`` (``agent_ng.engine.output_limit``) cuts the result to the tool's
   ``max_output_bytes``: inside every wrapper that reports, keeps, records or caches a result,
   so none of them (nor the checkpoint) ever holds more;
@@ -37,7 +37,7 @@ from agent_ng.engine.approval import require_approval
 from agent_ng.engine.concurrency import GroupConfig, GroupLimits, shared_group_limits
 from agent_ng.engine.eta import expected_duration
 from agent_ng.engine.output_limit import bound_output
-from agent_ng.engine.recorded_results import RecordedResults, RecordResults
+from agent_ng.engine.recorded_results import RecordedResults
 from agent_ng.engine.result_cache import ResultCache
 from agent_ng.engine.store import ToolStore
 from agent_ng.engine.timeouts import enforce_timeout
@@ -60,14 +60,14 @@ def tool_call_chain(
 
 def engine_wrappers(settings: Settings, store: ToolStore) -> list[ToolCallWrapper]:
     """The chain from ``RecordedResults`` in, as settings make it: the part ``engine`` replaces."""
-    limits = group_limits_of(settings)
+    limits, recorded = group_limits_of(settings), RecordedResults(store)
     return [
-        RecordedResults(store),
+        recorded.answer,
         record_outcomes(store),
         ResultCache(store, settings.cache_ttl_s),
         *([limits] if limits else []),
         Lifecycle(expected_s=expected_duration(store)),
-        RecordResults(store),
+        recorded.record,
         bound_output(settings.tool_max_output_bytes),
         enforce_timeout(settings.tool_timeout_s),
     ]

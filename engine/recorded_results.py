@@ -1,7 +1,8 @@
 """At most once per recorded result: a call that already finished is answered, not run again.
 
-    RecordedResults(store)      # in the chain (``agent_ng.engine.chain``): answers from the record
-    RecordResults(store)        # just inside ``Lifecycle``: records before the result is reported
+    recorded = RecordedResults(store)   # in the chain (``agent_ng.engine.chain``):
+    recorded.answer                     # outer: answers a call from its record
+    recorded.record                     # just inside ``Lifecycle``: records before the result is reported
 
 LangGraph stores each finished tool result as a pending write of its step, but a process killed
 between a tool's side effect and that write, or the race between pending writes and the next
@@ -81,12 +82,14 @@ def deserialize(raw: str) -> ToolMessage:
 
 @dataclass(frozen=True, slots=True)
 class RecordedResults:
-    """The outer wrapper: answer a call from its recorded result, else run it."""
+    """Two wrappers of one store: ``answer`` (outer) answers a call from its recorded result,
+    else runs it; ``record`` (inner, just inside ``Lifecycle``) records each finished result
+    before it is reported or handed back."""
 
     store: ToolStore
     clock: Callable[[], float] = field(default=time.time)
 
-    async def __call__(self, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
+    async def answer(self, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
         key = result_key(request)
         if key is None:
             return await execute(request)
@@ -101,18 +104,9 @@ class RecordedResults:
         report_cached(request, message)
         return message
 
-
-@dataclass(frozen=True, slots=True)
-class RecordResults:
-    """The inner wrapper: record each finished result before it is reported or handed back."""
-
-    store: ToolStore
-    clock: Callable[[], float] = field(default=time.time)
-
-    async def __call__(self, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
+    async def record(self, request: ToolCallRequest, execute: Execute) -> ToolMessage | Command:
         result = await execute(request)
-        key = result_key(request)
-        if key is not None and isinstance(result, ToolMessage):
+        if (key := result_key(request)) is not None and isinstance(result, ToolMessage):
             try:
                 await self.store.record_result(key, serialize(result), self.clock())
             except Exception:
