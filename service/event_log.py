@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
+from hashlib import sha1
 from re import Pattern
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
@@ -374,6 +375,10 @@ holds the token (ARGV[1]). KEYS: the events, the thread, the holder; ARGV: token
 max events, TTL, whether the event is the run's end (from then on the holder key expires too),
 the event's type, whether to renew the events' and thread's TTL."""
 
+FENCED_APPEND_SHA = sha1(FENCED_APPEND.encode()).hexdigest()
+"""What ``EVALSHA`` names the script by: the script's text is sent only when Redis lacks it, not
+with every token."""
+
 RENEW_S = 1.0
 """How often at most (seconds, and never more than a tenth of the TTL) an append of a run renews
 its keys' TTL: renewing with every token cost two ``EXPIRE`` per token."""
@@ -478,10 +483,14 @@ class RedisEventLog:
             self._renew(run_id, now)
         with self._reaching():
             if token is not None:
-                cursor = await send(
-                    "EVAL", FENCED_APPEND, 3, key, self._thread(run_id), self._holder(run_id),
-                    token, event_json(data), self.max_events, self._ttl, int(kind == END), kind, int(renew),
-                )
+                from redis.exceptions import NoScriptError
+
+                args = (3, key, self._thread(run_id), self._holder(run_id),
+                        token, event_json(data), self.max_events, self._ttl, int(kind == END), kind, int(renew))
+                try:
+                    cursor = await send("EVALSHA", FENCED_APPEND_SHA, *args)
+                except NoScriptError:  # a Redis that has not seen the script (new, restarted or flushed)
+                    cursor = await send("EVAL", FENCED_APPEND, *args)
                 if cursor is None:
                     raise FencedError(run_id)
             else:

@@ -357,3 +357,29 @@ async def test_an_unreachable_redis_log_raises_one_line_naming_it(what):
         await log.close()
 
     assert "Redis at 127.0.0.1:1" in str(raised.value) and "\n" not in str(raised.value)
+
+
+async def test_a_fenced_append_names_its_script_and_sends_it_only_to_a_redis_without_it(redis_prefix, monkeypatch):
+    log = RedisEventLog(REDIS_URL, prefix=redis_prefix)
+    sent: list[str] = []
+    real = redis_shared.round_trip
+
+    async def noted(connection, commands):
+        sent.extend(command[0] for command in commands)
+        return await real(connection, commands)
+
+    try:
+        await log.open("r1", "t1")
+        await log.fence("r1", "holder:1")
+        await log._redis.script_flush()
+        monkeypatch.setattr(redis_shared, "round_trip", noted)
+        first = await log.append("r1", content(0), token="holder:1")
+        second = await log.append("r1", content(1), token="holder:1")
+        with pytest.raises(FencedError):
+            await log.append("r1", content(2), token="other:2")
+        kept = [json.loads(fields["event"])["n"] for _, fields in await log._redis.xrange(log._events("r1"))]
+    finally:
+        await log.close()
+
+    assert sent == ["EVALSHA", "EVAL", "EVALSHA", "EVALSHA"], "the script's text went once, to the Redis without it"
+    assert first != second and kept == [0, 1]
