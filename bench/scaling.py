@@ -52,7 +52,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from agent_ng.bench.load_client import one_stream, ours_token
+from agent_ng.bench.load_client import on_fast_loop, one_stream, ours_token
 from agent_ng.bench.measure import Result, Table, free_port, label_panel, plain_numbers, rotated, save_figure
 from agent_ng.bench.replicas import REDIS_URL, own_redis_prefix
 from agent_ng.bench.service import MAX_RUNS, STARTUP_GUARD_S, TICKS, cpu_s, percentile, stop, tree, wait_ready
@@ -521,5 +521,5 @@ def plot(result: Result, directory: Path) -> list[Path]:
 
 if __name__ == "__main__":
     url, k, tokens, rate, warmup_s, window_s = sys.argv[1:7]
-    report = asyncio.run(users(url, int(k), int(tokens), float(rate), float(warmup_s), float(window_s)))
+    report = on_fast_loop(users(url, int(k), int(tokens), float(rate), float(warmup_s), float(window_s)))
     print(json.dumps(report))

@@ -158,6 +158,23 @@ async def test_load_client_counts_tokens_and_names_what_went_wrong():
     assert [s["error"] for s in refused["streams"]] == ["ConnectionRefusedError"]
 
 
+async def test_load_client_reads_a_chunked_stream_however_the_bytes_arrive():
+    """A token's data line, a chunk's size line or its closing CRLF split across reads
+    (one byte at a time here) is read as if it came whole."""
+    events = b"".join(
+        b"event: %s\r\ndata: {\"n\": %d}\r\n\r\n" % (kind, n)
+        for n, kind in enumerate([b"run_start", b"content", b"content", b"tool_start", b"content"])
+    )
+    body = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (events[:7], events[7:60], events[60:]))
+    response = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + body + b"0\r\n\r\n"
+    reader = load_client._Reader(load_client.ours_token)
+    for i in range(len(response)):
+        reader.data_received(response[i : i + 1])
+
+    assert reader.done.done() and reader.done.exception() is None
+    assert (reader.status, len(reader.times)) == (200, 3)
+
+
 def test_streaming_reads_our_sse_endpoint_to_the_last_token(smoke):
     data = smoke[1]["streaming"].data
     assert "ours, SSE read by httpx" in data["paths"]
