@@ -6,9 +6,9 @@ It is not the bench process (and not the server's), so its CPU is its own and is
 at high K a client on the same 2 cores can be what limits the numbers. To cost little per
 token it speaks HTTP/1.1 itself (one connection per stream, chunked body, SSE lines), not
 through httpx, parsing in the connection's protocol (no task woken per chunk), on uvloop when it
-is installed: a third of the CPU per token of the asyncio streams it read before. Per stream it records the time to the response headers,
-to the first and to the last token, and the gaps between tokens, all from the moment it
-began to connect.
+is installed: a third of the CPU per token of the asyncio streams it read before. Per stream
+it records the time to the response headers, to the first and to the last token, and the gaps
+between tokens, all from the moment it began to connect.
 
 - ``ours``: ``POST /threads/{id}/runs/stream`` on ``agent-ng serve``; a token is a ``content``
   event.
