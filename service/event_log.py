@@ -397,7 +397,9 @@ class RedisEventLog:
 
     The appends of all runs issued in one event-loop tick go to Redis in one pipeline, and all
     the process's readers follow their streams' live tails in one ``XREAD BLOCK``
-    (``agent_ng.service.redis_shared``), two connections of the log's own.
+    (``agent_ng.service.redis_shared``), two connections of the log's own. A run this process
+    writes unfenced (a run of its own: no other replica can take it over) reaches the process's
+    readers from its appends, not back from Redis (``Tail.wrote``).
     """
 
     url: str
@@ -494,14 +496,20 @@ class RedisEventLog:
                 if cursor is None:
                     raise FencedError(run_id)
             else:
-                added = send("XADD", key, "MAXLEN", "~", self.max_events, "*", "event", event_json(data), "type", kind)
-                if renew:
-                    ttl = self._ttl
-                    cursor, *_ = await asyncio.gather(
-                        added, send("EXPIRE", key, ttl), send("EXPIRE", self._thread(run_id), ttl)
-                    )
-                else:
-                    cursor = await added
+                text = event_json(data)
+                added = send("XADD", key, "MAXLEN", "~", self.max_events, "*", "event", text, "type", kind)
+                try:
+                    if renew:
+                        ttl = self._ttl
+                        cursor, *_ = await asyncio.gather(
+                            added, send("EXPIRE", key, ttl), send("EXPIRE", self._thread(run_id), ttl)
+                        )
+                    else:
+                        cursor = await added
+                except BaseException:
+                    self._tail.unsure(key)
+                    raise
+                self._tail.wrote(key, cursor, ["event", text, "type", kind], last=kind == END)
         return cursor
 
     def _renew(self, run_id: str, now: float) -> None:

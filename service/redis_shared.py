@@ -137,6 +137,13 @@ class Tail:
     """The live tail of every stream a reader of the process follows, in one ``XREAD BLOCK`` on
     a connection of its own, each reader handed the entries past its own cursor.
 
+    A stream this process writes alone (``wrote``: the appends of a run of this process, never
+    fenced, so no other process writes its stream) is read from its appends instead: a reader
+    whose cursor is the last entry written is handed each next one as its append is answered,
+    and its stream is left out of the ``XREAD``. Until then (it joined from further back, or
+    before the first append) and whenever an append's fate is unknown (``unsure``), the
+    ``XREAD`` reads it.
+
     A reader that joins while the ``XREAD`` is out without its stream (or from further back)
     adds an entry to the process's wake stream, which the ``XREAD`` always includes from the last
     wake it saw, so a wake that reaches Redis before the ``XREAD`` counts too. A reader that
@@ -162,6 +169,8 @@ class Tail:
         self._reading: dict[str, str] | None = None
         """``_from`` as the ``XREAD`` that is out asked it."""
         self._woken = False
+        self._written: dict[str, str] = {}
+        """The last entry this process wrote to each stream it writes alone."""
 
     def join(self, key: str, cursor: str) -> Follow:
         follow = Follow(key, cursor)
@@ -202,11 +211,47 @@ class Tail:
             self._cover(follow)
         return taken
 
+    def wrote(self, key: str, cursor: str, fields: list[str], last: bool) -> None:
+        """This process appended ``fields`` at ``cursor`` to ``key``, which it writes alone
+        (``last``: nothing follows it): readers caught up with its previous append are handed it."""
+        previous = self._written.get(key)
+        if previous is not None and position(cursor) <= position(previous):
+            self.unsure(key)  # answered out of order: the XREAD sorts it out
+            return
+        if last:
+            self._written.pop(key, None)
+        else:
+            self._written[key] = cursor
+        if previous is None:
+            return
+        now = monotonic()
+        for follow in self._follows.get(key, ()):
+            if follow.cursor == previous and not follow.paused and follow.error is None:
+                follow.entries.append([cursor, fields])
+                follow.cursor, follow.since = cursor, now
+                follow.paused = len(follow.entries) >= self._limit
+                follow.wake()
+        if not last:
+            self._update(key)  # a reader the XREAD brought to ``cursor`` first is caught up too
+
+    def unsure(self, key: str) -> None:
+        """An append to ``key`` may or may not have been made: its readers go back to the ``XREAD``."""
+        if self._written.pop(key, None) is None:
+            return
+        self._update(key)
+        for follow in self._follows.get(key, ()):
+            self._cover(follow)
+
+    def _caught_up(self, follow: Follow) -> bool:
+        return self._written.get(follow.key) == follow.cursor
+
     def _update(self, key: str) -> None:
         """``_from`` for ``key`` after a change to its readers."""
         at = None
         for follow in self._follows.get(key, ()):
-            if not follow.paused and follow.error is None and (at is None or position(follow.cursor) < position(at)):
+            if follow.paused or follow.error is not None or self._caught_up(follow):
+                continue
+            if at is None or position(follow.cursor) < position(at):
                 at = follow.cursor
         if at == self._from.get(key):
             return
@@ -222,7 +267,7 @@ class Tail:
             self._task = asyncio.create_task(self._run())
             return
         reading = self._reading
-        if reading is None or self._woken:
+        if reading is None or self._woken or self._caught_up(follow):
             return
         at = reading.get(follow.key)
         if at is None or position(follow.cursor) < position(at):

@@ -383,3 +383,80 @@ async def test_a_fenced_append_names_its_script_and_sends_it_only_to_a_redis_wit
 
     assert sent == ["EVALSHA", "EVAL", "EVALSHA", "EVALSHA"], "the script's text went once, to the Redis without it"
     assert first != second and kept == [0, 1]
+
+
+def xread_streams(monkeypatch) -> list[list[str]]:
+    """The run streams each ``XREAD`` of the tail names from now on (its wake stream left out)."""
+    named: list[list[str]] = []
+    real = redis_shared.round_trip
+
+    async def noted(connection, commands):
+        for command in commands:
+            if command[0] == "XREAD":
+                keys = command[command.index("STREAMS") + 1 :]
+                named.append([key for key in keys[: len(keys) // 2] if ":run:" in key])
+        return await real(connection, commands)
+
+    monkeypatch.setattr(redis_shared, "round_trip", noted)
+    return named
+
+
+@pytest.mark.parametrize("fenced", [False, True])
+async def test_a_reader_of_a_run_this_process_writes_alone_is_handed_its_appends_not_read_back(
+    redis_prefix, monkeypatch, fenced
+):
+    """A run of this process is written by nothing else: once its reader is caught up, each
+    append reaches it as Redis answers the ``XADD``, and no ``XREAD`` asks for that stream again.
+    A fenced run may be written by another replica that takes it over: it is always read back."""
+    log = RedisEventLog(REDIS_URL, prefix=redis_prefix)
+    token = "holder:1" if fenced else None
+    try:
+        await log.open("r1", "t1")
+        if fenced:
+            await log.fence("r1", token)
+        await log.append("r1", content(0), token=token)
+        named = xread_streams(monkeypatch)
+        batches = log.read_batches("r1")
+        got = []
+        async with asyncio.timeout(AT_ONCE_S):
+            got += await anext(batches)  # from the XREAD: it joined from the start
+            for n in range(1, 6):
+                await log.append("r1", content(n), token=token)
+                got += await anext(batches)
+            await log.append("r1", end(), token=token)
+            got += [line async for batch in batches for line in batch]
+    finally:
+        await log.close()
+
+    assert [json.loads(text).get("n") for _, _, text in got] == [0, 1, 2, 3, 4, 5, None]
+    assert len({cursor for cursor, _, _ in got}) == 7
+    reads_of_r1 = sum(1 for keys in named if keys)
+    if fenced:
+        assert reads_of_r1 >= 6, "every entry of a fenced run is read back from Redis"
+    else:
+        assert reads_of_r1 == 1, "only the first entry, before the reader was caught up"
+
+
+async def test_an_append_whose_fate_is_unknown_sends_its_readers_back_to_the_xread(redis_prefix, monkeypatch):
+    """An append cancelled after its ``XADD`` went out may be in the stream or not: the reader is
+    not handed the next append (it would skip that one) but reads the stream from its cursor."""
+    log = RedisEventLog(REDIS_URL, prefix=redis_prefix)
+    try:
+        await log.open("r1", "t1")
+        await log.append("r1", content(0))
+        batches = log.read_batches("r1")
+        async with asyncio.timeout(AT_ONCE_S):
+            first = await anext(batches)
+            cut = asyncio.ensure_future(log.append("r1", content(1)))
+            await asyncio.sleep(0)  # the XADD is queued; the caller stops waiting for its answer
+            cut.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cut
+            await log.append("r1", content(2))
+            await log.append("r1", end())
+            rest = [line async for batch in batches for line in batch]
+    finally:
+        await log.close()
+
+    numbers = [json.loads(text).get("n") for _, _, text in first + rest]
+    assert numbers == [0, 1, 2, None], "the cancelled caller's entry was made, and read back in its place"
