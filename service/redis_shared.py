@@ -17,7 +17,19 @@ from math import ceil, inf
 from time import monotonic
 from typing import Any
 
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+from redis.utils import HIREDIS_AVAILABLE
+
+_HIREDIS = HiredisRespSerializer()
+
+
+def packed(connection: Any, commands: list[tuple[Any, ...]]) -> list[bytes]:
+    """``commands`` in RESP, packed by hiredis when it is installed, as redis-py's own sync
+    connections pack them: its asyncio connections pack in Python, at about 2.5 times the cost."""
+    if not HIREDIS_AVAILABLE:
+        return connection.pack_commands(commands)
+    return [part for command in commands for part in _HIREDIS.pack(*command)]
 
 
 async def round_trip(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -26,7 +38,7 @@ async def round_trip(connection: Any, commands: list[tuple[Any, ...]]) -> list[A
     the log's redis-py client does (``Retry(NoBackoff(), 1)``)."""
     for retry in (False, True):
         try:
-            await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            await connection.send_packed_command(packed(connection, commands), check_health=False)
             return [await reply(connection) for _ in commands]
         except (ConnectionError, TimeoutError):
             await connection.disconnect()

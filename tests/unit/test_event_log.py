@@ -460,3 +460,19 @@ async def test_an_append_whose_fate_is_unknown_sends_its_readers_back_to_the_xre
 
     numbers = [json.loads(text).get("n") for _, _, text in first + rest]
     assert numbers == [0, 1, 2, None], "the cancelled caller's entry was made, and read back in its place"
+
+
+def test_commands_are_packed_as_redis_py_packs_them():
+    """hiredis packs the log's pipelines: the bytes are redis-py's own, for every kind of
+    argument the log sends (text, numbers, bytes, non-ASCII JSON)."""
+    from redis.asyncio import Redis
+
+    connection = Redis.from_url(REDIS_URL).connection_pool.make_connection()
+    commands = [
+        ("XADD", "p:run:r1:events", "MAXLEN", "~", 10_000, "*", "event", event_json({"text": "é\u2603"}), "type", "content"),
+        ("EVALSHA", "ab" * 20, 3, "k1", "k2", "k3", "holder:1", "{}", 10_000, 600, 0, "content", 1),
+        ("XREAD", "COUNT", BATCH, "BLOCK", 5_000, "STREAMS", "w", "p:run:r1:events", "0-0", "1-0"),
+        ("EXPIRE", b"p:run:r1:thread", 600),
+    ]
+
+    assert b"".join(redis_shared.packed(connection, commands)) == b"".join(connection.pack_commands(commands))
