@@ -108,8 +108,9 @@ class MemoryToolStore:
             self._cache.popitem(last=False)
 
     async def record(self, tool: str, outcome: Outcome, duration_s: float | None) -> None:
-        counts = self._counts.setdefault(tool, dict.fromkeys(counter_increments(outcome), 0))
-        for name, add in counter_increments(outcome).items():
+        increments = counter_increments(outcome)
+        counts = self._counts.setdefault(tool, dict.fromkeys(increments, 0))
+        for name, add in increments.items():
             counts[name] += add
         if outcome == "ok" and duration_s is not None:
             self._durations.setdefault(tool, deque(maxlen=self.durations_kept)).appendleft(

@@ -51,6 +51,14 @@ SHOWN_RESULTS = "__agent_ng_shown_results"
 reported as ``tool_result`` is put there by its call id, so that a stop keeps what the consumer
 saw even when it cancels the call's task before LangGraph stores the result."""
 
+RECORDS = "__agent_ng_records"
+"""``configurable`` key of where ``agent_ng.graph.events.stream`` takes a run's records when it
+reads them itself (``agent_ng.nodes.tokens.TokenTap.put_record``, a callable safe to call from
+any thread) rather than from LangGraph's custom stream: a record goes straight to the reader,
+past a ``call_soon_threadsafe`` into LangGraph's queue, the stream's waiter and two hand-overs.
+Only the calls of the run's own graph write there; a graph run inside a tool, which inherits
+the config, keeps its custom stream."""
+
 PREVIEW_CHARS = 2000
 
 
@@ -184,12 +192,14 @@ def noted(message: ToolMessage, **fields: Any) -> ToolMessage:
 def both_streams(
     stream_writer: Callable[[Any], None], config: RunnableConfig
 ) -> Callable[[Record], None]:
-    """Write a record to LangGraph's custom stream and, as a custom event, to ``astream_events``.
+    """Write a record to LangGraph's custom stream (or the run's ``RECORDS``) and, as a custom
+    event, to ``astream_events``.
 
     The custom event is sent only when a callback handler of the run takes custom events
     (``astream_events``, a tracer): sending one builds a callback manager each time, which
     was a tenth of a parallel run's CPU with nobody listening (bench/README.md, parallel).
     """
+    stream_writer = run_records(config) or stream_writer
     if not takes_custom_events(config):
         return stream_writer
 
@@ -198,6 +208,16 @@ def both_streams(
         dispatch_custom_event(CUSTOM_EVENT, record)
 
     return write
+
+
+def run_records(config: RunnableConfig) -> Callable[[Record], None] | None:
+    """The run's ``RECORDS``, for a call of the run's own graph (its task's namespace has no
+    ``|``: a graph run inside a tool nests its namespace under the tool's)."""
+    configurable = config.get("configurable") or {}
+    records = configurable.get(RECORDS)
+    if records is None or "|" in configurable.get("checkpoint_ns", ""):
+        return None
+    return records
 
 
 def takes_custom_events(config: RunnableConfig) -> bool:

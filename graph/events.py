@@ -11,7 +11,8 @@ Built on ``graph.astream(stream_mode=["custom", "updates"])`` and the model's to
   not content);
 - ``custom`` carries the records the tool-call wrapper and ``progress.report`` write
   (``agent_ng.contract``) -> ``tool_start``, ``tool_progress``, ``tool_result``,
-  ``tool_complete``, ``tool_error``;
+  ``tool_complete``, ``tool_error``; when only events are asked for, they take the tokens'
+  way instead (``agent_ng.engine.tool_calls.RECORDS``);
 - ``updates`` gives each finished model turn -> ``tool_call`` (arguments complete) and usage,
   and LangGraph's ``__interrupt__`` -> ``interrupt``.
 
@@ -46,7 +47,7 @@ from langgraph.pregel import Pregel
 from langgraph.types import Command
 
 from agent_ng.contract import AgentEvent, EventType, RunStatus, read_record
-from agent_ng.engine.tool_calls import SHOWN_RESULTS, preview
+from agent_ng.engine.tool_calls import RECORDS, SHOWN_RESULTS, preview
 from agent_ng.graph.settle import SUPERSEDED, settle
 from agent_ng.models.chat import ModelTimeoutError
 from agent_ng.nodes import LLM
@@ -241,8 +242,9 @@ async def run_events(
     modes = STREAM_MODES if tap else [*STREAM_MODES, *sorted(wanted.union([TOKENS]).difference(STREAM_MODES))]
     shown: dict[str, ToolMessage] = {}
     config = {**(config or {})}
-    configurable = {k: v for k, v in config.get("configurable", {}).items() if k != TOKEN_TAP}
-    config["configurable"] = {**configurable, SHOWN_RESULTS: shown} | ({TOKEN_TAP: tap} if tap else {})
+    configurable = {k: v for k, v in config.get("configurable", {}).items() if k not in (TOKEN_TAP, RECORDS)}
+    tapped = {TOKEN_TAP: tap, RECORDS: tap.put_record} if tap else {}
+    config["configurable"] = {**configurable, SHOWN_RESULTS: shown} | tapped
     config.setdefault("run_id", uuid.uuid4())
     thread_id = config.get("configurable", {}).get("thread_id")
     run = _Run(str(config["run_id"]), thread_id)
@@ -260,7 +262,7 @@ async def run_events(
                 else:
                     source = graph.astream(input, config, stream_mode=modes, subgraphs=subgraphs, **kwargs)
                 if tap is not None:
-                    source = tap.merged(source)
+                    source = tap.merged(source, makes_events)
                 async with aclosing(source):
                     async for item in source:
                         if events_api:
@@ -291,6 +293,13 @@ async def run_events(
         yield run.event(EventType.RUN_END, status="error", usage=run.usage, error=f"{type(e).__name__}: {e}")
         raise
     yield run.event(EventType.RUN_END, status=run.status, usage=run.usage)
+
+
+def makes_events(item: tuple[str, Any]) -> bool:
+    """Whether ``_Run.translate`` makes an event of a tapped run's chunk: of its ``updates``,
+    only an interrupt or a model turn does; a tool task's update makes none."""
+    mode, chunk = item
+    return mode != "updates" or INTERRUPTS in chunk or bool(chunk.get(LLM))
 
 
 def newest_answer(messages: list[BaseMessage]) -> list[BaseMessage]:

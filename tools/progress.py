@@ -1,8 +1,9 @@
 """Progress reporting for tool authors.
 
 A tool calls ``progress.report(fraction, message)`` while it works. The report goes to
-LangGraph's custom stream (the same writer ``get_stream_writer`` returns), tagged with the
-id of the tool call that is running, so parallel calls of the same tool stay apart and the
+LangGraph's custom stream (the same writer ``get_stream_writer`` returns), or straight to the
+reader when the run is read as our event stream alone (``agent_ng.nodes.tokens``), tagged with
+the id of the tool call that is running, so parallel calls of the same tool stay apart and the
 reports also show in ``langgraph dev``. What a record holds is ``agent_ng.contract``'s to say.
 
     from agent_ng.tools import progress

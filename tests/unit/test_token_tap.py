@@ -145,3 +145,28 @@ async def test_the_graph_moves_to_its_next_step_only_when_the_reader_asks_for_mo
         rest = [e.type async for e in events]
     assert started.is_set()
     assert rest[-1] == "run_end"
+
+
+async def test_a_graph_run_inside_a_tool_adds_none_of_its_tool_events():
+    @tool
+    def double(x: int) -> int:
+        """Doubles x."""
+        return 2 * x
+
+    inner = build_graph(
+        ScriptedModel(replies=[Reply(tool_calls=[("double", {"x": 2})]), Reply(text="4")]), tools=[double], settings=settings()
+    )
+
+    @tool
+    async def delegate(question: str, config: RunnableConfig) -> str:
+        """Asks another agent."""
+        answer = await inner.ainvoke({"messages": [HumanMessage(question)]}, config)
+        return answer["messages"][-1].text
+
+    model = ScriptedModel(replies=[Reply(tool_calls=[("delegate", {"question": "q"})]), Reply(text="outer words")])
+    graph = build_graph(model, tools=[delegate], checkpointer=InMemorySaver(), settings=settings())
+    async with asyncio.timeout(GUARD_S):
+        events = [e async for e in stream(graph, ask(), config())]
+
+    assert {e.name for e in events if e.tool_call_id} == {"delegate"}
+    assert [e.type for e in events if e.tool_call_id][-2:] == ["tool_result", "tool_complete"]
