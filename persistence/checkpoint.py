@@ -34,6 +34,7 @@ from agent_ng.persistence.replica import REPLICA_ID
 from agent_ng.persistence.retention import Retention, retain
 from agent_ng.persistence.run_deletion import RunDeletingMemorySaver
 from agent_ng.persistence.sqlite_saver import SqliteSaver
+from agent_ng.persistence.sqlite_turns import WriteTurns
 from agent_ng.persistence.thread_lock import FileThreadLocks, PostgresThreadLocks, attach
 from agent_ng.settings import Settings
 
@@ -83,8 +84,13 @@ async def open_checkpointer(
             await saver.conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
             if path != ":memory:":
                 attach(saver, FileThreadLocks(Path(f"{path}.locks")))
-            async with retain(saver, retention):
-                yield saver
+                saver.write_turns = WriteTurns(Path(f"{path}.writes.lock"))
+            try:
+                async with retain(saver, retention):
+                    yield saver
+            finally:
+                if saver.write_turns is not None:
+                    saver.write_turns.close()
     elif scheme in ("postgresql", "postgres"):
         async with (
             postgres_saver(url, pool_size, lock_url or url, timeout_s) as saver,

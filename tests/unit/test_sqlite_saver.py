@@ -1,5 +1,6 @@
 """The SQLite saver's group commit: parallel tasks' writes share one transaction, each call
-returns only once its own rows are committed, and a failed batch fails its callers."""
+returns only once its own rows are committed, and a failed batch fails its callers; its
+checkpoints are stored as LangGraph's own SQLite saver stores them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import asyncio
 
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agent_ng.graph.agent import build_graph
 from agent_ng.persistence.checkpoint import open_checkpointer
@@ -116,3 +119,26 @@ async def test_a_pending_tool_result_reads_back_as_the_same_message_every_time(t
     results = [m for m in first if isinstance(m, ToolMessage)]
     assert [m.text for m in results] == ["4"] and results[0].id
     assert first == second
+
+
+async def test_a_checkpoint_is_stored_as_langgraphs_own_sqlite_saver_stores_it(tmp_path):
+    checkpoint = {**empty_checkpoint(), "channel_values": {"messages": [HumanMessage("hi", id="m1")]}}
+    put_config = {
+        "configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": "parent"},
+        "metadata": {"run_id": "r1", "note": "é"},
+    }
+    metadata = {"source": "loop", "step": 3, "parents": {}}
+    rows, returned = [], []
+    for saver_of in (
+        lambda: open_checkpointer(f"sqlite:///{tmp_path / 'ours.db'}"),
+        lambda: AsyncSqliteSaver.from_conn_string(str(tmp_path / "theirs.db")),
+    ):
+        async with saver_of() as saver:
+            await saver.setup()
+            returned.append(await saver.aput(put_config, checkpoint, metadata, {}))
+            async with saver.conn.execute("SELECT * FROM checkpoints") as cursor:
+                rows.append([tuple(row) for row in await cursor.fetchall()])
+            assert (await saver.aget_tuple(returned[-1])).checkpoint["id"] == checkpoint["id"]
+
+    assert rows[0] == rows[1] and len(rows[0]) == 1
+    assert returned[0] == returned[1]
