@@ -105,8 +105,8 @@ async def test_messages_mode_and_astream_events_still_get_every_token_once_in_or
     assert in_messages == in_events == parts == contents == words
 
 
-async def test_a_graph_run_inside_a_tool_adds_none_of_its_tokens_to_the_answer():
-    inner = build_graph(ScriptedModel(replies=[Reply(text="inner words")]), tools=[], settings=settings())
+async def delegating_to(inner) -> list[AgentEvent]:
+    """The events of a run whose one tool call runs the graph ``inner``, then answers "outer words"."""
 
     @tool
     async def delegate(question: str, config: RunnableConfig) -> str:
@@ -117,7 +117,12 @@ async def test_a_graph_run_inside_a_tool_adds_none_of_its_tokens_to_the_answer()
     model = ScriptedModel(replies=[Reply(tool_calls=[("delegate", {"question": "q"})]), Reply(text="outer words")])
     graph = build_graph(model, tools=[delegate], checkpointer=InMemorySaver(), settings=settings())
     async with asyncio.timeout(GUARD_S):
-        events = [e async for e in stream(graph, ask(), config())]
+        return [e async for e in stream(graph, ask(), config())]
+
+
+async def test_a_graph_run_inside_a_tool_adds_none_of_its_tokens_to_the_answer():
+    inner = build_graph(ScriptedModel(replies=[Reply(text="inner words")]), tools=[], settings=settings())
+    events = await delegating_to(inner)
 
     assert "".join(e.text for e in events if e.type == "content") == "outer words"
     assert [e.content for e in events if e.type == "tool_result"] == ["inner words"]
@@ -156,17 +161,7 @@ async def test_a_graph_run_inside_a_tool_adds_none_of_its_tool_events():
     inner = build_graph(
         ScriptedModel(replies=[Reply(tool_calls=[("double", {"x": 2})]), Reply(text="4")]), tools=[double], settings=settings()
     )
-
-    @tool
-    async def delegate(question: str, config: RunnableConfig) -> str:
-        """Asks another agent."""
-        answer = await inner.ainvoke({"messages": [HumanMessage(question)]}, config)
-        return answer["messages"][-1].text
-
-    model = ScriptedModel(replies=[Reply(tool_calls=[("delegate", {"question": "q"})]), Reply(text="outer words")])
-    graph = build_graph(model, tools=[delegate], checkpointer=InMemorySaver(), settings=settings())
-    async with asyncio.timeout(GUARD_S):
-        events = [e async for e in stream(graph, ask(), config())]
+    events = await delegating_to(inner)
 
     assert {e.name for e in events if e.tool_call_id} == {"delegate"}
     assert [e.type for e in events if e.tool_call_id][-2:] == ["tool_result", "tool_complete"]
