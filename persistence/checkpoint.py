@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +80,13 @@ async def open_checkpointer(
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         async with SqliteSaver.from_conn_string(path) as saver:
             await saver.conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            await saver.setup()
-            await saver.conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
             if path != ":memory:":
                 attach(saver, FileThreadLocks(Path(f"{path}.locks")))
                 saver.write_turns = WriteTurns(Path(f"{path}.writes.lock"))
             try:
+                async with saver.write_turns.turn() if saver.write_turns else nullcontext():
+                    await saver.setup()  # processes opening a new file together: one turns it to WAL
+                await saver.conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
                 async with retain(saver, retention):
                     yield saver
             finally:
