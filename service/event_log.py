@@ -54,7 +54,7 @@ from agent_ng.engine.redis_store import keeping_cancel
 from agent_ng.persistence.fencing import FencedError
 
 if TYPE_CHECKING:
-    from agent_ng.service.redis_shared import Coalesced, Tail
+    from agent_ng.service.redis_shared import Pipe, Tail
     from agent_ng.service.settings import ServiceSettings
 
 Entry = tuple[str, dict[str, Any]]
@@ -409,7 +409,7 @@ class RedisEventLog:
     block_ms: int = 5_000
     """How long a reader told of nothing waits before it checks the run still exists."""
     _redis: Any = None
-    _shared: Coalesced = field(init=False)
+    _shared: Pipe = field(init=False)
     _tail: Tail = field(init=False)
     _renewed: dict[str, float] = field(default_factory=dict)
     """When this process last renewed each running run's TTL."""
@@ -420,7 +420,7 @@ class RedisEventLog:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        from agent_ng.service.redis_shared import Coalesced, Tail
+        from agent_ng.service.redis_shared import Pipe, Tail
 
         self._redis = Redis.from_url(
             self.url,
@@ -430,9 +430,9 @@ class RedisEventLog:
             retry=Retry(NoBackoff(), 1),  # on a new connection: pooled ones die with the server
         )
         pool = self._redis.connection_pool
-        self._shared = Coalesced(pool.make_connection())
+        self._shared = Pipe(pool)
         wake = f"{self.prefix}tail:{uuid4().hex}"
-        self._tail = Tail(pool.make_connection(), self._shared.send, wake, self.block_ms, BATCH)
+        self._tail = Tail(Pipe(pool), self._shared.send, wake, self.block_ms, BATCH)
 
     def _events(self, run_id: str) -> str:
         return f"{self.prefix}run:{run_id}:events"

@@ -172,20 +172,20 @@ async def test_redis_batches_carry_each_events_type_and_read_entries_written_wit
     assert decoded == [0, 1, None]
 
 
-def counting_round_trips(monkeypatch) -> list[int]:
-    """The commands of each round trip the Redis log's shared connections make from now on."""
+def counting_writes(monkeypatch) -> list[int]:
+    """The commands of each write the Redis log's connections make from now on."""
     sizes: list[int] = []
-    real = redis_shared.round_trip
+    real = redis_shared.packed
 
-    async def counted(connection, commands):
+    def counted(commands):
         sizes.append(len(commands))
-        return await real(connection, commands)
+        return real(commands)
 
-    monkeypatch.setattr(redis_shared, "round_trip", counted)
+    monkeypatch.setattr(redis_shared, "packed", counted)
     return sizes
 
 
-async def test_redis_appends_issued_together_go_in_one_round_trip_each_caller_getting_its_own_answer(
+async def test_redis_appends_issued_together_go_in_one_write_each_caller_getting_its_own_answer(
     redis_prefix, monkeypatch
 ):
     log = RedisEventLog(REDIS_URL, prefix=redis_prefix)
@@ -193,7 +193,7 @@ async def test_redis_appends_issued_together_go_in_one_round_trip_each_caller_ge
         for run_id in ("r1", "r2", "r3"):
             await log.open(run_id, "t1")
         await log.fence("r3", "holder:1")
-        sizes = counting_round_trips(monkeypatch)
+        sizes = counting_writes(monkeypatch)
         appends = [log.append(run_id, content(n)) for n in range(4) for run_id in ("r1", "r2")]
         appends += [log.append("r3", content(0), token="holder:1"), log.append("r3", content(1), token="other:2")]
         answers = await asyncio.gather(*appends, return_exceptions=True)
@@ -362,17 +362,17 @@ async def test_an_unreachable_redis_log_raises_one_line_naming_it(what):
 async def test_a_fenced_append_names_its_script_and_sends_it_only_to_a_redis_without_it(redis_prefix, monkeypatch):
     log = RedisEventLog(REDIS_URL, prefix=redis_prefix)
     sent: list[str] = []
-    real = redis_shared.round_trip
+    real = redis_shared.packed
 
-    async def noted(connection, commands):
+    def noted(commands):
         sent.extend(command[0] for command in commands)
-        return await real(connection, commands)
+        return real(commands)
 
     try:
         await log.open("r1", "t1")
         await log.fence("r1", "holder:1")
         await log._redis.script_flush()
-        monkeypatch.setattr(redis_shared, "round_trip", noted)
+        monkeypatch.setattr(redis_shared, "packed", noted)
         first = await log.append("r1", content(0), token="holder:1")
         second = await log.append("r1", content(1), token="holder:1")
         with pytest.raises(FencedError):
@@ -388,16 +388,16 @@ async def test_a_fenced_append_names_its_script_and_sends_it_only_to_a_redis_wit
 def xread_streams(monkeypatch) -> list[list[str]]:
     """The run streams each ``XREAD`` of the tail names from now on (its wake stream left out)."""
     named: list[list[str]] = []
-    real = redis_shared.round_trip
+    real = redis_shared.packed
 
-    async def noted(connection, commands):
+    def noted(commands):
         for command in commands:
             if command[0] == "XREAD":
                 keys = command[command.index("STREAMS") + 1 :]
                 named.append([key for key in keys[: len(keys) // 2] if ":run:" in key])
-        return await real(connection, commands)
+        return real(commands)
 
-    monkeypatch.setattr(redis_shared, "round_trip", noted)
+    monkeypatch.setattr(redis_shared, "packed", noted)
     return named
 
 
@@ -462,6 +462,35 @@ async def test_an_append_whose_fate_is_unknown_sends_its_readers_back_to_the_xre
     assert numbers == [0, 1, 2, None], "the cancelled caller's entry was made, and read back in its place"
 
 
+async def test_an_append_in_flight_when_its_connection_is_lost_fails_and_the_next_goes_on_a_new_one(redis_prefix):
+    """Redis holds the append (``CLIENT PAUSE WRITE``) while the log's connection is killed: the
+    append fails as the log being out of reach, not made, and the run's next append is made."""
+    log = RedisEventLog(REDIS_URL, prefix=redis_prefix)
+    try:
+        await log.open("r1", "t1")
+        await log.append("r1", content(0))
+        host, port = log._shared._transport.get_extra_info("sockname")
+        await log._redis.execute_command("CLIENT", "PAUSE", 5_000, "WRITE")
+        try:
+            held = asyncio.ensure_future(log.append("r1", content(1)))
+            for _ in range(3):
+                await asyncio.sleep(0)  # written to the socket
+            await log._redis.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
+            with pytest.raises(EventLogUnavailableError, match="lost"):
+                async with asyncio.timeout(AT_ONCE_S):
+                    await held
+        finally:
+            await log._redis.execute_command("CLIENT", "UNPAUSE")
+        async with asyncio.timeout(AT_ONCE_S):
+            await log.append("r1", content(2))
+            await log.append("r1", end())
+            read = [data.get("n") async for _, data in log.read("r1")]
+    finally:
+        await log.close()
+
+    assert read == [0, 2, None]
+
+
 def test_commands_are_packed_as_redis_py_packs_them():
     """hiredis packs the log's pipelines: the bytes are redis-py's own, for every kind of
     argument the log sends (text, numbers, bytes, non-ASCII JSON)."""
@@ -475,4 +504,4 @@ def test_commands_are_packed_as_redis_py_packs_them():
         ("EXPIRE", b"p:run:r1:thread", 600),
     ]
 
-    assert b"".join(redis_shared.packed(connection, commands)) == b"".join(connection.pack_commands(commands))
+    assert redis_shared.packed(commands) == b"".join(connection.pack_commands(commands))
