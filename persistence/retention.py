@@ -151,10 +151,18 @@ class SqliteStore:
         return rows[0][0]
 
     async def prune_thread(self, thread_id: str, keep: int) -> int:
+        """A thread within ``keep`` (most, after most runs) costs one read; only one with
+        checkpoints to delete takes the database's write lock."""
         conn = self.saver.conn
         async with self.saver.lock:
-            await conn.execute("BEGIN IMMEDIATE")
+            over = await conn.execute_fetchall(
+                "SELECT 1 FROM checkpoints WHERE thread_id = ? GROUP BY checkpoint_ns HAVING count(*) > ? LIMIT 1",
+                (thread_id, keep),
+            )
+            if not over:
+                return 0
             try:
+                await conn.execute("BEGIN IMMEDIATE")  # in the try: a cancelled wait for it rolls it back once it comes
                 async with conn.execute(
                     "SELECT checkpoint_ns, checkpoint_id, parent_checkpoint_id FROM checkpoints "
                     "WHERE thread_id = ?",

@@ -9,6 +9,7 @@ SQLite it covers the whole file.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import uuid
 
@@ -22,7 +23,7 @@ from agent_ng.cli.main import app
 from agent_ng.graph.agent import build_graph
 from agent_ng.graph.events import stream
 from agent_ng.persistence.checkpoint import open_checkpointer
-from agent_ng.persistence.retention import Retention, checkpoint_id_at, prune
+from agent_ng.persistence.retention import Retention, checkpoint_id_at, prune, store_of
 from agent_ng.persistence.thread_lock import hold_thread
 from agent_ng.settings import Settings
 from agent_ng.tools.registry import configure
@@ -162,6 +163,27 @@ async def test_each_run_prunes_its_thread_when_it_ends(store_url):
         graph = build_graph(model, tools=[add], checkpointer=saver, settings=settings())
         messages = (await graph.aget_state(cfg(thread))).values["messages"]
         assert [m.text for m in messages if isinstance(m, HumanMessage)] == [f"{i}+1?" for i in range(4)]
+
+
+async def test_a_sqlite_thread_within_its_limit_is_pruned_without_the_write_lock(tmp_path):
+    """Every run prunes its thread when it ends; most threads have nothing to delete then, and
+    pruning them must not take SQLite's database-wide write lock (another process may hold it)."""
+    path = tmp_path / "checkpoints.db"
+    thread, grown = f"r-{uuid.uuid4().hex[:8]}", f"r-{uuid.uuid4().hex[:8]}"
+    async with open_checkpointer(f"sqlite:///{path}", retention=OFF) as saver:
+        graph = build_graph(ScriptedModel(replies=turns(2)), tools=[add], checkpointer=saver, settings=settings())
+        await run(graph, {"messages": [HumanMessage("1+1?")]}, thread)
+        await run(graph, {"messages": [HumanMessage("2+1?")]}, grown)
+        holder = sqlite3.connect(path, timeout=0)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            async with asyncio.timeout(1):
+                deleted = await store_of(saver).prune_thread(thread, 20)  # what the end of its run does
+        finally:
+            holder.rollback()
+            holder.close()
+        assert deleted == 0 and len(await checkpoints(saver, thread)) > 2
+        assert await store_of(saver).prune_thread(grown, 2) > 0 and len(await checkpoints(saver, grown)) == 2
 
 
 async def test_idle_threads_are_deleted_unless_a_run_holds_them(store_url):
