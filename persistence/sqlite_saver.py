@@ -44,6 +44,7 @@ from langgraph.checkpoint.base import (
 )
 
 from agent_ng.persistence.run_deletion import RunDeletingSqliteSaver
+from agent_ng.persistence.sqlite_reads import OneTripReads
 from agent_ng.persistence.sqlite_turns import WriteTurns
 
 CHECKPOINT_COLUMNS = "(thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata)"
@@ -60,11 +61,12 @@ Row = tuple[Any, ...]
 
 class SqliteSaver(RunDeletingSqliteSaver):
     """``RunDeletingSqliteSaver`` whose ``aput_writes`` calls made together share one commit,
-    whose ``aput`` takes a round trip less, and whose writes take turns with other processes'
+    whose ``aput`` takes a round trip less, whose loads take one or two
+    (``agent_ng.persistence.sqlite_reads``), and whose writes take turns with other processes'
     (``write_turns``)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, conn: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(OneTripReads(conn), *args, **kwargs)
         self._pending: list[tuple[RunnableConfig, Sequence[tuple[str, Any]], str, str]] = []
         self._batch: asyncio.Future[None] | None = None
         self.write_turns: WriteTurns | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiosqlite
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.base import empty_checkpoint
@@ -142,3 +143,55 @@ async def test_a_checkpoint_is_stored_as_langgraphs_own_sqlite_saver_stores_it(t
 
     assert rows[0] == rows[1] and len(rows[0]) == 1
     assert returned[0] == returned[1]
+
+
+async def test_a_checkpoint_loads_as_langgraphs_own_sqlite_saver_loads_it_in_one_trip_or_two(tmp_path, monkeypatch):
+    """Loads read through ``OneTripReads``: the same tuples as ``AsyncSqliteSaver`` reads from
+    the same file (pending writes, an interrupt, parents, history), in a trip to the SQLite
+    thread for a thread with no checkpoint and two for one with (six and four before)."""
+
+    @tool
+    def double(x: int) -> int:
+        """Double x."""
+        return 2 * x
+
+    @tool
+    def remove(path: str) -> str:
+        """Remove a file."""
+        return "removed"
+
+    path = tmp_path / "c.db"
+    cfg = {"configurable": {"thread_id": "waits"}}
+    none = {"configurable": {"thread_id": "none"}}
+    model = ScriptedModel(replies=[calls(("double", {"x": 2}), ("remove", {"path": "/tmp/x"}))])
+    trips = [0]
+    execute = aiosqlite.Connection._execute
+
+    async def counted(self, fn, *args, **kwargs):
+        trips[0] += 1
+        return await execute(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+
+    async def loads(saver) -> tuple[list, list[int]]:
+        got, counts = [], []
+        latest = await saver.aget_tuple(cfg)
+        for config in (cfg, latest.parent_config, none):
+            trips[0] = 0
+            got.append(await saver.aget_tuple(config))
+            counts.append(trips[0])
+        got.append([t async for t in saver.alist(cfg)])
+        return got, counts
+
+    async with open_checkpointer(f"sqlite:///{path}") as saver:
+        graph = build_graph(
+            model, [double, configure(remove, requires_approval=True)], saver, Settings(system_prompt="")
+        )
+        await graph.ainvoke({"messages": [HumanMessage("double 2, remove /tmp/x")]}, cfg)
+        ours, our_trips = await loads(saver)
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as theirs_saver:
+        theirs, their_trips = await loads(theirs_saver)
+
+    assert any(write[1] == "__interrupt__" for write in ours[0].pending_writes), "the thread waits for approval"
+    assert ours == theirs and ours[2] is None and len(ours[3]) > 2
+    assert our_trips == [2, 2, 1] and their_trips == [6, 6, 4]
