@@ -168,3 +168,12 @@ def read_record(chunk: Any) -> tuple[EventType, dict[str, Any]] | None:
     if not isinstance(type_, str) or type_ not in _TYPES:
         return None
     return _TYPES[type_], {k: v for k, v in chunk.items() if k != EVENT_KEY}
+
+
+def run_own(configurable: dict[str, Any], key: str) -> Any:
+    """``configurable[key]`` for a call of the run's own graph; None for one of a graph run
+    inside it (say from a tool), which inherits the config and nests its namespace under the
+    tool's task (``|`` in ``checkpoint_ns``): what it streams is not the run's."""
+    if "|" in configurable.get("checkpoint_ns", ""):
+        return None
+    return configurable.get(key)

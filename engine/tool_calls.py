@@ -35,7 +35,7 @@ from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest, ToolInvocationError
 from langgraph.types import Command
 
-from agent_ng.contract import CUSTOM_EVENT, Record, tool_complete, tool_error, tool_result, tool_start
+from agent_ng.contract import CUSTOM_EVENT, Record, run_own, tool_complete, tool_error, tool_result, tool_start
 from agent_ng.tools import progress
 
 Execute = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]]
@@ -211,13 +211,8 @@ def both_streams(
 
 
 def run_records(config: RunnableConfig) -> Callable[[Record], None] | None:
-    """The run's ``RECORDS``, for a call of the run's own graph (its task's namespace has no
-    ``|``: a graph run inside a tool nests its namespace under the tool's)."""
-    configurable = config.get("configurable") or {}
-    records = configurable.get(RECORDS)
-    if records is None or "|" in configurable.get("checkpoint_ns", ""):
-        return None
-    return records
+    """The run's ``RECORDS``, for a call of the run's own graph (``run_own``)."""
+    return run_own(config.get("configurable") or {}, RECORDS)
 
 
 def takes_custom_events(config: RunnableConfig) -> bool:

@@ -40,7 +40,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.constants import CONF
 
-from agent_ng.contract import Record
+from agent_ng.contract import Record, run_own
 from agent_ng.nodes import LLM
 
 TOKEN_TAP = "__agent_ng_token_tap"
@@ -48,8 +48,6 @@ TOKEN_TAP = "__agent_ng_token_tap"
 TAPPED = {"langgraph_node": LLM}
 """The metadata a tapped token carries, as much of messages mode's as the events read."""
 Keep = Callable[[tuple[str, Any]], bool]
-NS = "checkpoint_ns"
-NS_SEP = "|"
 
 
 class TokenTap:
@@ -137,8 +135,4 @@ def token_tap(config: RunnableConfig) -> TokenTap | None:
     """The run's tap, for the ``llm`` node of the graph ``run_events`` runs (not for one of a
     graph run inside it, say from a tool, which inherits the config: its tokens are not the
     run's answer, and messages mode leaves them out too)."""
-    configurable = config.get(CONF) or {}
-    tap = configurable.get(TOKEN_TAP)
-    if tap is None or NS_SEP in configurable.get(NS, ""):
-        return None
-    return tap
+    return run_own(config.get(CONF) or {}, TOKEN_TAP)
