@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import gc
 
-THRESHOLDS = (10_000, 50, 100)
+THRESHOLDS = (2_000, 250, 100)
 """Allocations before a young collection, and young / middle collections before the next
-generation's (Python's default: ``(700, 10, 10)``)."""
+generation's (Python's default: ``(700, 10, 10)``). A young collection stops the loop for as
+long as it scans the young objects, and every token due meanwhile waits: 2,000 makes that a
+few ms where 10,000 made it 12-20 (a stream's gap p99 at 200 streams 90-128 ms, now 57-59:
+bench/README.md, "Serving"). The middle and full collections come after as many allocations
+as before (500,000 and 50 million), so as rarely."""
 
 
 def tune_collector() -> None:
