@@ -419,6 +419,9 @@ class RedisEventLog:
         from redis.asyncio import Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
+
+        self._lost, self._no_script = (ConnectionError, TimeoutError), NoScriptError
 
         from agent_ng.service.redis_shared import Pipe, Tail
 
@@ -449,20 +452,22 @@ class RedisEventLog:
 
     @contextmanager
     def _reaching(self) -> Iterator[None]:
-        """Redis out of reach, as ``EventLogUnavailableError``; a cancellation redis-py swallowed,
-        raised again (``agent_ng.engine.redis_store.keeping_cancel``)."""
-        from redis.exceptions import ConnectionError, TimeoutError
-
+        """Around redis-py's calls: Redis out of reach, as ``EventLogUnavailableError``; a
+        cancellation redis-py swallowed, raised again (``agent_ng.engine.redis_store.keeping_cancel``).
+        The log's own connections (``Pipe``) swallow none: their calls, once per token, catch
+        ``_lost`` alone."""
         try:
             with keeping_cancel():
                 yield
-        except (ConnectionError, TimeoutError) as e:
-            where = self._redis.get_connection_kwargs()
-            reason = " ".join(str(e).split()) or type(e).__name__
-            raise EventLogUnavailableError(
-                f"the run event log (Redis at {where.get('host')}:{where.get('port')}) "
-                f"is unreachable: {reason}"
-            ) from e
+        except self._lost as e:
+            raise self._unreachable(e) from e
+
+    def _unreachable(self, e: Exception) -> EventLogUnavailableError:
+        where = self._redis.get_connection_kwargs()
+        reason = " ".join(str(e).split()) or type(e).__name__
+        return EventLogUnavailableError(
+            f"the run event log (Redis at {where.get('host')}:{where.get('port')}) is unreachable: {reason}"
+        )
 
     async def open(self, run_id: str, thread_id: str) -> None:
         with self._reaching():
@@ -483,15 +488,13 @@ class RedisEventLog:
             self._renewed.pop(run_id, None)
         elif renew:
             self._renew(run_id, now)
-        with self._reaching():
+        try:
             if token is not None:
-                from redis.exceptions import NoScriptError
-
                 args = (3, key, self._thread(run_id), self._holder(run_id),
                         token, event_json(data), self.max_events, self._ttl, int(kind == END), kind, int(renew))
                 try:
                     cursor = await send("EVALSHA", FENCED_APPEND_SHA, *args)
-                except NoScriptError:  # a Redis that has not seen the script (new, restarted or flushed)
+                except self._no_script:  # a Redis that has not seen the script (new, restarted or flushed)
                     cursor = await send("EVAL", FENCED_APPEND, *args)
                 if cursor is None:
                     raise FencedError(run_id)
@@ -510,6 +513,8 @@ class RedisEventLog:
                     self._tail.unsure(key)
                     raise
                 self._tail.wrote(key, cursor, ["event", text, "type", kind], last=kind == END)
+        except self._lost as e:
+            raise self._unreachable(e) from e
         return cursor
 
     def _renew(self, run_id: str, now: float) -> None:
@@ -540,10 +545,12 @@ class RedisEventLog:
         follow = self._tail.join(key, cursor)
         try:
             while True:
-                with self._reaching():
+                try:
                     got = await self._tail.take(follow)
                     if not got and not await self._shared.send("EXISTS", self._thread(run_id)):
                         return  # expired, or never started
+                except self._lost as e:
+                    raise self._unreachable(e) from e
                 if not got:
                     continue
                 batch = [line(entry) for entry in got]
