@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ async def open_checkpointer(
                 attach(saver, FileThreadLocks(Path(f"{path}.locks")))
                 saver.write_turns = WriteTurns(Path(f"{path}.writes.lock"))
             try:
-                async with saver.write_turns.turn() if saver.write_turns else nullcontext():
+                async with saver.write_turn():
                     await saver.setup()  # processes opening a new file together: one turns it to WAL
                 await saver.conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
                 async with retain(saver, retention):

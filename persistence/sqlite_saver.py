@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -72,15 +72,15 @@ class SqliteSaver(RunDeletingSqliteSaver):
         self.write_turns: WriteTurns | None = None
         """The database file's write turns across processes (``open_checkpointer`` sets them)."""
 
+    def write_turn(self) -> AbstractAsyncContextManager[None]:
+        """The database's write turn, when other processes may share the file."""
+        return self.write_turns.turn() if self.write_turns is not None else nullcontext()
+
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[None]:
-        """The saver's lock and, while it is held, the database's write turn."""
-        async with self.lock:
-            if self.write_turns is None:
-                yield
-                return
-            async with self.write_turns.turn():
-                yield
+        """The saver's lock and, while it is held, the write turn."""
+        async with self.lock, self.write_turn():
+            yield
 
     async def aput(
         self,
