@@ -90,26 +90,29 @@ async def test_a_failed_batch_is_rolled_back_and_fails_every_call_in_it(tmp_path
         assert await stored(path) == [("after", 0, "messages")]
 
 
+@tool
+def double(x: int) -> int:
+    """Double x."""
+    return 2 * x
+
+
+@tool
+def remove(path: str) -> str:
+    """Remove a file."""
+    return "removed"
+
+
+def waiting_for_approval(saver):
+    """A graph whose one turn doubles 2 and asks to remove a file, which waits for an approval."""
+    model = ScriptedModel(replies=[calls(("double", {"x": 2}), ("remove", {"path": "/tmp/x"}))])
+    return build_graph(model, [double, configure(remove, requires_approval=True)], saver, Settings(system_prompt=""))
+
+
 async def test_a_pending_tool_result_reads_back_as_the_same_message_every_time(tmp_path):
     """A result stored while its step waits (here for an approval) keeps its message id
     (``with_message_id``): a state read from it does not make a new id on each read."""
-
-    @tool
-    def double(x: int) -> int:
-        """Double x."""
-        return 2 * x
-
-    @tool
-    def remove(path: str) -> str:
-        """Remove a file."""
-        return "removed"
-
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    model = ScriptedModel(replies=[calls(("double", {"x": 2}), ("remove", {"path": "/tmp/x"}))])
-    async with open_checkpointer(url) as saver:
-        graph = build_graph(
-            model, [double, configure(remove, requires_approval=True)], saver, Settings(checkpoint_url=url, system_prompt="")
-        )
+    async with open_checkpointer(f"sqlite:///{tmp_path / 'c.db'}") as saver:
+        graph = waiting_for_approval(saver)
         cfg = {"configurable": {"thread_id": "ids"}}
         await graph.ainvoke({"messages": [HumanMessage("double 2, remove /tmp/x")]}, cfg)
         first, second = [(await graph.aget_state(cfg)).values["messages"] for _ in range(2)]
@@ -149,21 +152,9 @@ async def test_a_checkpoint_loads_as_langgraphs_own_sqlite_saver_loads_it_in_one
     """Loads read through ``OneTripReads``: the same tuples as ``AsyncSqliteSaver`` reads from
     the same file (pending writes, an interrupt, parents, history), in a trip to the SQLite
     thread for a thread with no checkpoint and two for one with (six and four before)."""
-
-    @tool
-    def double(x: int) -> int:
-        """Double x."""
-        return 2 * x
-
-    @tool
-    def remove(path: str) -> str:
-        """Remove a file."""
-        return "removed"
-
     path = tmp_path / "c.db"
     cfg = {"configurable": {"thread_id": "waits"}}
     none = {"configurable": {"thread_id": "none"}}
-    model = ScriptedModel(replies=[calls(("double", {"x": 2}), ("remove", {"path": "/tmp/x"}))])
     trips = [0]
     execute = aiosqlite.Connection._execute
 
@@ -184,9 +175,7 @@ async def test_a_checkpoint_loads_as_langgraphs_own_sqlite_saver_loads_it_in_one
         return got, counts
 
     async with open_checkpointer(f"sqlite:///{path}") as saver:
-        graph = build_graph(
-            model, [double, configure(remove, requires_approval=True)], saver, Settings(system_prompt="")
-        )
+        graph = waiting_for_approval(saver)
         await graph.ainvoke({"messages": [HumanMessage("double 2, remove /tmp/x")]}, cfg)
         ours, our_trips = await loads(saver)
     async with AsyncSqliteSaver.from_conn_string(str(path)) as theirs_saver:
