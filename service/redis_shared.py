@@ -51,7 +51,8 @@ class Pipe(asyncio.Protocol):
         self._opening: asyncio.Task[None] | None = None
         self._queued: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._waiting: deque[asyncio.Future[Any]] = deque()
-        self._reader = hiredis.Reader(encoding="utf-8", replyError=error_reply)
+        self._reader: Any = None
+        """A hiredis reader of the open connection's replies."""
 
     def send(self, *command: str | int | bytes) -> asyncio.Future[Any]:
         """Queue ``command``; its reply, once Redis has answered it."""
@@ -74,6 +75,9 @@ class Pipe(asyncio.Protocol):
         self._transport.write(packed([command for command, _ in commands]))
 
     async def _open(self) -> None:
+        if self._connection is not None:  # the one lost: its redis-py object is closed too
+            lost, self._connection = self._connection, None
+            await lost.disconnect(nowait=True)
         connection = self._pool.make_connection()
         try:
             await connection.connect()
@@ -102,7 +106,7 @@ class Pipe(asyncio.Protocol):
                 future.set_result(got)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = self._connection = None
+        self._transport = None
         waiting, self._waiting = list(self._waiting), deque()
         reason = f": {exc}" if exc else ""
         self._fail([(None, future) for future in waiting], ConnectionError(f"the connection to Redis was lost{reason}"))
