@@ -16,6 +16,7 @@ import pytest
 from rich.console import Console
 
 from agent_ng.cli.view import PlainView, TurnView
+from agent_ng.collector import THRESHOLDS
 from agent_ng.graph.events import AgentEvent
 from tests.helpers.paths import REPO
 
@@ -191,7 +192,7 @@ async def stored_messages(url: str, thread: str) -> list:
 
 
 def test_the_command_tunes_the_collector_before_any_subcommand_runs():
-    """``agent_ng.collector``: start-up objects frozen, collections rarer. In a child interpreter,
+    """``agent_ng.collector``: start-up objects frozen, its thresholds set. In a child interpreter,
     so this test process keeps Python's own settings."""
     probe = (
         "import gc\n"
@@ -204,4 +205,4 @@ def test_the_command_tunes_the_collector_before_any_subcommand_runs():
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
-    assert out.stdout.split(maxsplit=1) == ["0", "(700, 10, 10) (10000, 50, 100) True True\n"], out.stderr
+    assert out.stdout.split(maxsplit=1) == ["0", f"(700, 10, 10) {THRESHOLDS} True True\n"], out.stderr

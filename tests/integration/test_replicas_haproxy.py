@@ -192,6 +192,18 @@ async def idle(url: str) -> bool:
     return family.samples[0].value == 0
 
 
+async def mid_tools(site: FetchSite, thread: str) -> None:
+    """The run sits mid-tools: ``/hang`` held, and ``/a``'s and ``/b``'s results recorded (its
+    step's pending writes), so a replica stopped now leaves finished tools for the next to keep."""
+    await site.arrived("/hang")
+
+    async def recorded() -> bool:
+        texts = [text async for text in stored(thread)]
+        return all(any(answer in text for text in texts) for answer in ("/a answer 1", "/b answer 1"))
+
+    await eventually(recorded, "the results of /a and /b recorded in PostgreSQL")
+
+
 async def stored(thread: str) -> AsyncIterator[str]:
     """The text of every checkpoint of ``thread`` and of every write pending on one, from PostgreSQL."""
     async with open_checkpointer(POSTGRES_URL) as saver:
@@ -233,7 +245,7 @@ async def test_b_a_run_whose_replica_is_killed_mid_tools_finishes_on_another_wit
         a = await runner(cluster, run_id)
         async with c.stream("GET", f"/threads/{thread}/runs/{run_id}/stream") as r:
             before = await read_until(events(r), lambda got: finished(got) == {"/a", "/b"})
-        await site.arrived("/hang")
+        await mid_tools(site, thread)
         a.kill()
         killed = time.monotonic()
         b = await cluster.holder(run_id, attempt=2)
@@ -275,7 +287,7 @@ async def test_d_a_frozen_replica_writes_nothing_to_the_run_another_took_over(cl
     async with client(cluster) as c, asyncio.timeout(GUARD_S):
         run_id, _ = await start(c, thread)
         a = await runner(cluster, run_id)
-        await site.arrived("/hang")
+        await mid_tools(site, thread)
         a.freeze()
         await cluster.balancer.until_status(a.name, "DOWN")  # its checks time out
         b = await cluster.holder(run_id, attempt=2)  # its lease lapsed: another replica took the run over
