@@ -215,6 +215,7 @@ async def run_events(
     *,
     parts: Collection[str] = (),
     subgraphs: bool = False,
+    refuse_waiting: bool = False,
     **kwargs: Any,
 ) -> AsyncIterator[AgentEvent | Part]:
     """``stream``'s run, which also yields the chunks of the LangGraph stream modes in ``parts``.
@@ -231,6 +232,9 @@ async def run_events(
     (as the LangGraph Server does for ``stream_mode="events"``): the graph's own stream chunks
     are read out of its ``on_chain_stream`` events, and every other event is a
     ``Part("events", event)``. That costs about three times as much per token.
+
+    ``refuse_waiting``: new input on a thread whose calls wait for approval ends the run with
+    ``UnfinishedRunError`` (its ``run_end`` first) instead of settling them as not completed.
     """
     if unknown := set(parts) - PART_MODES:
         raise ValueError(f"not a stream mode run_events knows: {', '.join(sorted(unknown))}")
@@ -253,7 +257,7 @@ async def run_events(
     try:
         async with hold_thread(graph, thread_id):
             if durable and is_new_input(input):
-                await settle(graph, earlier_runs(config), text=SUPERSEDED)
+                await settle(graph, earlier_runs(config), text=SUPERSEDED, refuse_waiting=refuse_waiting)
             try:
                 if events_api:
                     source = graph.astream_events(

@@ -34,6 +34,7 @@ from langgraph.pregel import Pregel
 
 from agent_ng.nodes import LLM, TOOLS
 from agent_ng.nodes.history import not_completed, unanswered
+from agent_ng.persistence.threads import UnfinishedRunError, status_of
 
 CANCELLED = "Error: cancelled: the run was stopped before this tool finished."
 SUPERSEDED = (
@@ -49,16 +50,21 @@ async def settle(
     partial: AIMessage | None = None,
     shown: Mapping[str, ToolMessage] | None = None,
     text: str = CANCELLED,
+    refuse_waiting: bool = False,
 ) -> list[AnyMessage]:
     """Store what the unfinished step produced, close its tool calls, and clear it.
 
     ``shown``: results the consumer saw by tool call id (``agent_ng.engine.tool_calls.SHOWN_RESULTS``);
     they count as finished even when the stop cancelled their task before LangGraph stored them.
+    ``refuse_waiting``: a step whose calls wait for approval is left as it is and refused
+    (``UnfinishedRunError``), as the service refuses a new question there.
 
     Returns the messages written (none when the thread had no pending step).
     """
     shown = shown or {}
     state = await graph.aget_state(config)
+    if refuse_waiting and status_of(state) == "interrupted":
+        raise UnfinishedRunError(config["configurable"]["thread_id"], "interrupted")
     if not state.tasks:
         return []
     messages = state.values.get("messages", []) if state.values else []

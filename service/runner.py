@@ -23,14 +23,12 @@ from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
-from uuid import uuid4
 from weakref import WeakValueDictionary
 
 from langchain_core.messages import HumanMessage
 from langgraph.pregel import Pregel
 
-from agent_ng.contract import EventType
-from agent_ng.graph.events import AgentEvent, Part, attempt_of, is_new_input, run_events, summarize
+from agent_ng.graph.events import AgentEvent, Part, run_events
 from agent_ng.persistence.fencing import FencedError
 from agent_ng.persistence.threads import UnfinishedRunError, thread_status
 from agent_ng.persistence.unavailable import CheckpointUnavailableError
@@ -98,22 +96,12 @@ class Runner:
         if isinstance(input, str):
             input = {"messages": [HumanMessage(input)]}
         async with self._turn(thread_id):
-            try:
-                if is_new_input(input):
-                    await self.ready(thread_id)
-            except (UnfinishedRunError, CheckpointUnavailableError) as e:  # left waiting, or no database
-                run_id = str(config.get("run_id") or uuid4())
-                yield AgentEvent(EventType.RUN_START, run_id, thread_id, 0.0, input=summarize(input), attempt=attempt_of(config))
-                error = f"{type(e).__name__}: {e}"
-                end = AgentEvent(EventType.RUN_END, run_id, thread_id, 0.0, status="error", error=error)
-                self.metrics.observe(end)
-                yield end
-                return
             started = perf_counter()
             first_content, finished = True, False
             self.metrics.runs_active.inc()
             try:
-                async with aclosing(run_events(self.graph, input, config, **stream_kwargs)) as items:
+                run = run_events(self.graph, input, config, refuse_waiting=True, **stream_kwargs)
+                async with aclosing(run) as items:
                     async for item in items:
                         if type(item) is AgentEvent:
                             self.metrics.observe(item, first_content=first_content)
@@ -123,6 +111,9 @@ class Runner:
             except FencedError:
                 finished = True
                 raise
+            except (UnfinishedRunError, CheckpointUnavailableError) as e:  # left waiting, or no database
+                finished = True
+                log.warning("run on thread %s ended: %s", thread_id, e)
             except Exception:
                 finished = True
                 log.exception("run on thread %s failed", thread_id)

@@ -447,6 +447,25 @@ async def test_a_cancelled_background_run_ends_its_log_with_a_run_end_made_by_re
     assert state.next == () and {m.text for m in state.values["messages"] if isinstance(m, ToolMessage)} == {"3", CANCELLED}
 
 
+async def test_a_question_loads_its_threads_state_once_before_the_graph_does(monkeypatch):
+    """The runner's refusal of a thread waiting for approval and the settling of an unfinished
+    step read the same load of the thread's state (each load deserializes the whole history)."""
+    graph, log = agent(), MemoryEventLog()
+    runs = BackgroundRuns(Runner(graph, Metrics()), log)
+    loads = []
+    real = type(graph).aget_state
+
+    async def counted(self, config, *args, **kwargs):
+        loads.append(config["configurable"]["thread_id"])
+        return await real(self, config, *args, **kwargs)
+
+    monkeypatch.setattr(type(graph), "aget_state", counted)
+    entries = await read_all(log, await runs.start("t1", QUESTION))
+
+    assert entries[-1][1]["type"] == "run_end" and entries[-1][1]["status"] == "done"
+    assert loads == ["t1"]
+
+
 async def test_new_input_on_a_thread_waiting_for_approval_is_refused_with_its_error_frame():
     graph, log = agent("approval"), MemoryEventLog()
     runs = BackgroundRuns(Runner(graph, Metrics()), log)
