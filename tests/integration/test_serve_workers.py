@@ -206,12 +206,14 @@ def stalled_model() -> Iterator[tuple[str, threading.Event]]:
 
 def refused_soon(server: Server) -> float:
     """Seconds until a new connection to the server is refused; a failure if that takes longer
-    (or a request hangs), or if readiness, once 503, answers 200 again."""
+    (or a request hangs), or if readiness, once 503, answers 200 again. A connection the kernel
+    took into the listening socket's backlog just as the socket closed is reset unanswered:
+    refused too."""
     started, statuses = time.monotonic(), []
     while time.monotonic() - started < REFUSED_WITHIN_S:
         try:
             statuses.append(httpx.get(f"{server.url}/readyz", timeout=REFUSED_WITHIN_S).status_code)
-        except httpx.ConnectError:
+        except (httpx.ConnectError, httpx.ReadError):
             after_503 = statuses[statuses.index(503) :] if 503 in statuses else []
             assert 200 not in after_503, f"readiness answered 200 again after 503: {statuses}"
             return time.monotonic() - started
