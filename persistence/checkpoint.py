@@ -30,6 +30,7 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from agent_ng.persistence.load_memo import MemoSerializer
 from agent_ng.persistence.replica import REPLICA_ID
 from agent_ng.persistence.retention import Retention, retain
 from agent_ng.persistence.run_deletion import RunDeletingMemorySaver
@@ -64,7 +65,17 @@ async def open_checkpointer(
     lock_url: str | None = None,
     timeout_s: float | None = None,
 ) -> AsyncIterator[BaseCheckpointSaver]:
-    """The saver ``url`` names, its tables set up, with the thread locks and background pruning of its kind."""
+    """The saver ``url`` names, its tables set up, with the thread locks and background pruning
+    of its kind; a checkpoint loaded again within a run is deserialized once (``MemoSerializer``)."""
+    async with _opened(url, pool_size, retention, lock_url, timeout_s) as saver:
+        saver.serde = MemoSerializer()
+        yield saver
+
+
+@asynccontextmanager
+async def _opened(
+    url: str, pool_size: int, retention: Retention | None, lock_url: str | None, timeout_s: float | None
+) -> AsyncIterator[BaseCheckpointSaver]:
     scheme, _, rest = url.partition("://")
     if scheme == "memory":
         yield RunDeletingMemorySaver()

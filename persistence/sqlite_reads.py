@@ -4,8 +4,8 @@ aiosqlite runs each call on its connection's thread: opening a cursor, executing
 closing are a trip each, a thread hop and a wake of the event loop. ``AsyncSqliteSaver`` loads
 a checkpoint through a cursor (``aget_tuple``: open, execute, fetch, execute the pending
 writes' query, fetch, close), so every load costs six trips, four for a thread with no
-checkpoint yet; a run the service starts loads its thread's latest checkpoint three times (the
-409 check, settling, LangGraph's own). Under load each trip waits for the event loop and the GIL.
+checkpoint yet; and a run loads its thread's latest checkpoint more than once
+(``agent_ng.persistence.load_memo`` says when). Under load each trip waits for the event loop and the GIL.
 
 Through ``OneTripReads`` a cursor costs nothing to open or close, and ``execute`` runs the
 statement and fetches all its rows in one trip (aiosqlite's ``execute_fetchall``); the fetches
