@@ -8,6 +8,10 @@ One turn is model -> one tool -> model (three supersteps, four checkpoints with 
 - Threads of about 10, 100 and 1,000 messages are built turn by turn (as a conversation would
   build them), then timed: load (``aget_state``) and resume (one more turn on the thread; for
   "none", the same turn with the whole history as input).
+- SQLite and PostgreSQL once more with LangGraph's own serializer (``JsonPlusSerializer``), which
+  deserializes each load anew, where ours (``agent_ng.persistence.load_memo``) deserializes a
+  checkpoint loaded again within a run once: the before/after of that memo in the same run. Each
+  resume follows a load of the same thread, as a run in the service follows its check.
 - Stored size of the 1,000-message thread with every checkpoint kept, and the size of its
   message list serialized once (what the newest checkpoint alone holds); then again after
   pruning it to the default retention (``agent_ng.persistence.retention``: the last 20 checkpoints), which is
@@ -49,6 +53,8 @@ STEPS_PER_TURN = 3
 QUESTION = "Please look this up for me and tell me what you find about it. " * 2
 RESULT = "A line of tool output, the kind a search or a file read returns. " * 8
 KEEP_ALL = Retention(keep_checkpoints=0, thread_ttl_s=0)
+NO_MEMO = ", no load memo"
+"""The suffix of a saver's second side, on LangGraph's own serializer."""
 RETAINED = Retention()
 
 
@@ -66,6 +72,11 @@ SIZES = {"full": Size((10, 100, 1000), 15, 7), "smoke": Size((4, 8), 1, 1)}
 async def lookup(i: int) -> str:
     """Return a tool result of a realistic size."""
     return RESULT
+
+
+def without_memo(saver: BaseCheckpointSaver) -> BaseCheckpointSaver:
+    saver.serde = JsonPlusSerializer()
+    return saver
 
 
 async def open_postgres(stack: AsyncExitStack) -> tuple[BaseCheckpointSaver | None, str]:
@@ -93,6 +104,7 @@ async def open_postgres(stack: AsyncExitStack) -> tuple[BaseCheckpointSaver | No
 
 async def thread_bytes(name: str, saver: BaseCheckpointSaver, thread_id: str) -> int:
     """Bytes stored for one thread: every checkpoint, blob and pending write."""
+    name = name.removesuffix(NO_MEMO)
     if name == "memory":
         assert isinstance(saver, InMemorySaver)
         total = sum(len(v[1]) for k, v in saver.blobs.items() if k[0] == thread_id)
@@ -141,9 +153,13 @@ async def run(size: str = "full") -> Result:
                 open_checkpointer(f"sqlite:///{Path(tmp) / 'checkpoints.db'}", retention=KEEP_ALL)
             ),
         }
+        savers[f"sqlite{NO_MEMO}"] = without_memo(await stack.enter_async_context(
+            open_checkpointer(f"sqlite:///{Path(tmp) / 'without-memo.db'}", retention=KEEP_ALL)
+        ))
         postgres, why_not = await open_postgres(stack)
         if postgres is not None:
             savers["postgres"] = postgres
+            savers[f"postgres{NO_MEMO}"] = without_memo((await open_postgres(stack))[0])
         else:
             notes.append(why_not)
         graphs = {name: build_graph(model, [lookup], saver, settings) for name, saver in savers.items()}
@@ -178,7 +194,7 @@ async def run(size: str = "full") -> Result:
                     build_s[name] += await turn(name, thread_id)
         counts = {length: len(await messages(stored[0], tid)) for length, tid in threads.items()}
         longest = threads[spec.lengths[-1]]
-        sizes = {name: await thread_bytes(name, savers[name], longest) for name in stored}
+        sizes = {name: await thread_bytes(name, savers[name], longest) for name in stored if NO_MEMO not in name}
         state_bytes = len(JsonPlusSerializer().dumps_typed(await messages("memory", longest))[1])
 
         load: dict[tuple[str, int], list[float]] = {}
@@ -203,7 +219,7 @@ async def run(size: str = "full") -> Result:
         unpruned: dict[str, int] = {}
         pruned: dict[str, int] = {}
         for name in stored:
-            if name != "memory":
+            if name != "memory" and NO_MEMO not in name:
                 unpruned[name] = await thread_bytes(name, savers[name], longest)
                 await prune(savers[name], RETAINED, threads=[longest])
                 pruned[name] = await thread_bytes(name, savers[name], longest)
@@ -255,7 +271,7 @@ async def run(size: str = "full") -> Result:
                     round(sizes[name] / 1e6 * 1000 / longest_n, 2),
                     round(build_s[name], 1),
                 ]
-                for name in stored
+                for name in sizes
             ]
             + [["(message list serialized once)", round(state_bytes / 1e6, 3),
                 round(state_bytes / 1e6 * 1000 / longest_n, 3), None]],

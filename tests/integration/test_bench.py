@@ -85,7 +85,9 @@ def test_parallel_rows_cover_every_side_and_n(smoke):
 def test_checkpoints_used_postgres(smoke):
     """The smoke run reached the real PostgreSQL, not only the in-process savers."""
     result = smoke[1]["checkpoints"]
-    assert result.data["savers"] == ["none", "memory", "sqlite", "postgres"], result.data["skipped"]
+    assert result.data["savers"] == [
+        "none", "memory", "sqlite", "sqlite, no load memo", "postgres", "postgres, no load memo"
+    ], result.data["skipped"]
     assert result.data["thread_bytes"]["postgres"] > 0
 
 
