@@ -9,29 +9,31 @@ commit, closing the cursor), one task after another under the saver's lock: when
 tools finish together, 64 thread hops on the event loop before the step can end.
 
 Here the writes of every task that finished since the last commit go in one transaction: a
-multi-row ``INSERT`` per kind of write (and per ``ROWS_PER_STATEMENT`` rows) and one commit, so
-16 tools' results take two round trips. A kind's rows keep their order (a special write
+multi-row ``INSERT`` per kind of write (and per ``ROWS_PER_STATEMENT`` rows) and the commit, so
+16 tools' results take one round trip. A kind's rows keep their order (a special write
 replacing the task's earlier one, a regular one kept once), and one replacing write ahead of a
 kept-once write of the same slot ends as it would in either order. Each ``aput_writes`` still
 returns only once its own rows are committed, so what is durable when is unchanged; a batch
 that fails is rolled back and fails each of its callers.
 
-A checkpoint (``aput``) is stored as ``AsyncSqliteSaver`` stores it, in two round trips rather
-than three (the insert closes its cursor in the same trip): with durability ``sync`` each
-step's checkpoint is awaited before the next step starts, so a round trip less is a hop less
-on every step of every run.
+A checkpoint (``aput``) is stored as ``AsyncSqliteSaver`` stores it, in one round trip rather
+than three: with durability ``sync`` each step's checkpoint is awaited before the next step
+starts, so every hop saved is saved on every step of every run.
 
 Both kinds of write take the database's write turn (``agent_ng.persistence.sqlite_turns``)
 with the saver's lock, so processes sharing the file (``--workers``, replicas on one machine)
-hand writing over at once rather than in SQLite's sleeping busy handler.
+hand writing over at once rather than in SQLite's sleeping busy handler. The connection's
+thread gives the turn back the moment its commit is done (``_commit``): handed back by the
+writer's task instead, the turn stayed held while the event loop got round to it, a few ms
+under load, and the other processes' writes queued behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -76,11 +78,38 @@ class SqliteSaver(RunDeletingSqliteSaver):
         """The database's write turn, when other processes may share the file."""
         return self.write_turns.turn() if self.write_turns is not None else nullcontext()
 
-    @asynccontextmanager
-    async def _writing(self) -> AsyncIterator[None]:
-        """The saver's lock and, while it is held, the write turn."""
-        async with self.lock, self.write_turn():
-            yield
+    async def _commit(self, statements: list[tuple[str, Sequence[Any]]]) -> None:
+        """Under the saver's lock: take the write turn, then run ``statements`` and commit them
+        (rolled back if one fails) in one trip to the connection's thread, which gives the turn
+        back there and then. A stop while the trip is queued stops only the wait: the trip runs,
+        and ends the turn."""
+        turns = self.write_turns
+        if turns is not None:
+            await turns.take()
+        started: list[bool] = []
+
+        def run() -> None:
+            started.append(True)
+            connection = self.conn._conn  # aiosqlite's sqlite3 connection, used on its own thread
+            try:
+                for sql, parameters in statements:
+                    connection.execute(sql, parameters)
+                connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
+            finally:
+                if turns is not None:
+                    turns.give_back()
+
+        try:
+            await self.conn._execute(run)  # aiosqlite's call on the connection's thread
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            if turns is not None and not started:  # refused before it was queued (closed)
+                turns.give_back()
+            raise
 
     async def aput(
         self,
@@ -95,8 +124,8 @@ class SqliteSaver(RunDeletingSqliteSaver):
         serialized_metadata = json.dumps(get_checkpoint_metadata(config, metadata), ensure_ascii=False).encode(
             "utf-8", "ignore"
         )
-        async with self._writing():
-            await self.conn.execute_insert(
+        async with self.lock:
+            await self._commit([(
                 f"INSERT OR REPLACE INTO checkpoints {CHECKPOINT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     str(c["thread_id"]),
@@ -107,8 +136,7 @@ class SqliteSaver(RunDeletingSqliteSaver):
                     serialized,
                     serialized_metadata,
                 ),
-            )
-            await self.conn.commit()
+            )])
         return {
             "configurable": {
                 "thread_id": c["thread_id"],
@@ -134,7 +162,7 @@ class SqliteSaver(RunDeletingSqliteSaver):
     async def _write_pending(self) -> None:
         """Write every call queued until the lock is ours, in one transaction. The values are
         serialized here, under the lock, as ``AsyncSqliteSaver`` does."""
-        async with self._writing():
+        async with self.lock:
             batch, self._pending, self._batch = self._pending, [], None
             rows: dict[str, list[Row]] = {REPLACE: [], IGNORE: []}
             for config, writes, task_id, task_path in batch:
@@ -144,15 +172,9 @@ class SqliteSaver(RunDeletingSqliteSaver):
                     (*key, WRITES_IDX_MAP.get(channel, idx), channel, *self.serde.dumps_typed(value))
                     for idx, (channel, value) in enumerate(writes)
                 )
-            try:
-                for verb, verb_rows in rows.items():
-                    for start in range(0, len(verb_rows), ROWS_PER_STATEMENT):
-                        chunk = verb_rows[start:start + ROWS_PER_STATEMENT]
-                        await self.conn.execute_insert(
-                            f"{verb} INTO writes {COLUMNS} VALUES {', '.join([ROW] * len(chunk))}",
-                            [value for row in chunk for value in row],
-                        )
-                await self.conn.commit()
-            except BaseException:
-                await self.conn.rollback()
-                raise
+            await self._commit([
+                (f"{verb} INTO writes {COLUMNS} VALUES {', '.join([ROW] * len(chunk))}",
+                 [value for row in chunk for value in row])
+                for verb, verb_rows in rows.items()
+                for chunk in (verb_rows[i:i + ROWS_PER_STATEMENT] for i in range(0, len(verb_rows), ROWS_PER_STATEMENT))
+            ])

@@ -34,7 +34,15 @@ class WriteTurns:
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
-        """This process's turn to write; a wait for another's is a worker thread's, not the loop's.
+        """This process's turn to write, from ``take`` to ``give_back``."""
+        await self.take()
+        try:
+            yield
+        finally:
+            self.give_back()
+
+    async def take(self) -> None:
+        """Take this process's turn to write; a wait for another's is a worker thread's, not the loop's.
 
         Taken by one task of the process at a time (an ``flock`` is the process's: a second
         taker in it would be let in at once, and the first one's release would end both turns).
@@ -47,16 +55,16 @@ class WriteTurns:
             try:
                 await asyncio.shield(taking)
             except asyncio.CancelledError:  # the worker thread goes on: a turn it takes is let go
-                taking.add_done_callback(lambda _: self._give_back(taking))
+                taking.add_done_callback(lambda _: self._taken_too_late(taking))
                 raise
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def _give_back(self, taking: asyncio.Future[None]) -> None:
+    def give_back(self) -> None:
+        """End the turn; from any thread (the saver's commits end theirs on the SQLite thread)."""
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _taken_too_late(self, taking: asyncio.Future[None]) -> None:
         if not taking.cancelled() and taking.exception() is None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self.give_back()
 
     def close(self) -> None:
         os.close(self._fd)

@@ -1,6 +1,7 @@
 """Write turns on one SQLite file between real processes: a turn another process holds is waited
 for off the loop and taken as it is let go; a wait cancelled gives back the turn it then gets;
-the saver ``open_checkpointer`` gives writes its checkpoints only in its turn."""
+the saver ``open_checkpointer`` gives writes its checkpoints only in its turn, and its connection's
+thread gives the turn back as the commit ends."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import asyncio
 import fcntl
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 from langgraph.checkpoint.base import empty_checkpoint
@@ -129,3 +132,86 @@ async def test_the_sqlite_saver_writes_a_checkpoint_only_in_its_turn(tmp_path):
             other.stdin.close()
             await other.wait()
         assert (await saver.aget_tuple(stored)) is not None
+
+
+WAITER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+print("ready", flush=True)
+sys.stdin.readline()
+fcntl.flock(fd, fcntl.LOCK_EX)
+print(time.monotonic(), flush=True)
+"""
+LOOP_BLOCKED_S = 0.6
+
+
+async def held_thread(saver) -> threading.Event:
+    """The saver's connection thread kept busy by a call queued first, until the event is set:
+    a write's trip then waits in its queue."""
+    release, holding = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(GUARD_S)
+
+    asyncio.ensure_future(saver.conn._execute(hold))
+    assert await asyncio.to_thread(holding.wait, GUARD_S)
+    return release
+
+
+async def taken_by_the_saver(putting: asyncio.Future, path: Path) -> None:
+    """Until the saver holds the turn: its commit's trip is queued in the same step."""
+    async with asyncio.timeout(GUARD_S):
+        while free(path):
+            assert not putting.done()
+            await asyncio.sleep(0)
+
+
+async def test_the_sqlite_saver_gives_its_turn_back_as_its_commit_ends_not_when_its_loop_gets_round_to_it(tmp_path):
+    """Another process waiting for the turn gets it while this process's event loop is still
+    blocked: the connection's thread let it go after the commit (before: only once the loop
+    resumed the writer, so a busy loop held every other process's writes up)."""
+    database = tmp_path / "agent.db"
+    path = Path(f"{database}.writes.lock")
+    config = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
+    async with open_checkpointer(f"sqlite:///{database}") as saver:
+        waiter = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WAITER, str(path), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            assert await waiter.stdout.readline() == b"ready\n"
+            release = await held_thread(saver)
+            putting = asyncio.ensure_future(saver.aput(config, empty_checkpoint(), {}, {}))
+            await taken_by_the_saver(putting, path)
+            waiter.stdin.write(b"\n")
+            release.set()
+            blocked_at = time.monotonic()
+            time.sleep(LOOP_BLOCKED_S)  # the loop is busy: nothing of this process's tasks runs
+            async with asyncio.timeout(GUARD_S):
+                taken_at = float(await waiter.stdout.readline())
+                stored = await putting
+        finally:
+            waiter.stdin.close()
+            await waiter.wait()
+        assert (await saver.aget_tuple(stored)) is not None
+    assert taken_at - blocked_at < LOOP_BLOCKED_S / 2, "the other process got the turn while the loop was blocked"
+
+
+async def test_a_write_stopped_while_its_commit_is_queued_is_committed_and_gives_its_turn_back(tmp_path):
+    database = tmp_path / "agent.db"
+    path = Path(f"{database}.writes.lock")
+    config = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
+    checkpoint = empty_checkpoint()
+    async with open_checkpointer(f"sqlite:///{database}") as saver:
+        release = await held_thread(saver)
+        putting = asyncio.ensure_future(saver.aput(config, checkpoint, {}, {}))
+        await taken_by_the_saver(putting, path)
+        putting.cancel()
+        await asyncio.gather(putting, return_exceptions=True)
+        assert putting.cancelled() and not free(path), "the turn is the queued trip's"
+        release.set()
+        async with asyncio.timeout(GUARD_S):
+            while not free(path):
+                await asyncio.sleep(0.01)
+        stored = await saver.aget_tuple(config)
+    assert stored is not None and stored.checkpoint["id"] == checkpoint["id"]
