@@ -410,15 +410,21 @@ async def redis_process(redis: Any) -> int | None:
     return pid if Path(f"/proc/{pid}/stat").exists() else None
 
 
+def side_env() -> dict[str, str]:
+    """The environment every side's servers start with: this one's, less the agent's and the
+    model's settings, plus the stores they share (``AGENT_REDIS_PREFIX`` is each side's own)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "OPENAI_"))}
+    redis_url = f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}max_connections={REDIS_POOL}"
+    return env | {"AGENT_CACHE_URL": "memory://", "AGENT_MAX_RUNS": str(MAX_RUNS), "AGENT_REDIS_URL": redis_url}
+
+
 async def run(size: str = "full") -> Result:
     spec = SIZES[size]
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as scratch:
         async with AsyncExitStack() as stack:
             redis, prefix = await stack.enter_async_context(own_redis_prefix())
             redis_pid = await redis_process(redis)
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "OPENAI_"))}
-            redis_url = f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}max_connections={REDIS_POOL}"
-            env |= {"AGENT_CACHE_URL": "memory://", "AGENT_MAX_RUNS": str(MAX_RUNS), "AGENT_REDIS_URL": redis_url}
+            env = side_env()
             targets = await enter_all(stack, [
                 deployed(side, spec.tokens, env | {"AGENT_REDIS_PREFIX": f"{prefix}{i}:"}, Path(scratch, f"side-{i}"))
                 for i, side in enumerate(SIDES)

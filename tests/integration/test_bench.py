@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent_ng.bench import load_client, service
+from agent_ng.bench import load_client, scaling, scaling_ab, service
 from agent_ng.bench.measure import Result, Table
 from agent_ng.bench.report import markdown, update_readme
 from agent_ng.bench.suite import MODULES, module, run_one
@@ -198,3 +198,17 @@ def test_scaling_sides_are_the_topologies_they_name_and_stream_whole_answers(smo
         assert len(probe["process_cores"]) == processes[probe["side"]]
     assert {p["side"] for p in data["probes"]} == set(processes)
     assert (out / "scaling.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.needs("redis")
+async def test_scaling_ab_serves_a_side_from_this_install_and_from_another_checkout():
+    """The before/after command: a tree of this install and one of another checkout (here this
+    repository's own), each its own servers, every level probed once per tree and round."""
+    root = Path(__file__).resolve().parents[2]
+    result = await scaling_ab.run(scaling.BASELINE, [2], 2, [root], size="smoke")
+    trees = result.data["trees"]
+    assert trees[0] == "this install" and trees[1].startswith(f"{root.name} (")
+    assert sorted(p["tree"] for p in result.data["probes"]) == sorted(trees * 2)
+    for probe in result.data["probes"]:
+        assert probe["errors"] == 0 and probe["tokens_per_s"] > 0, probe
+    assert [row[:2] for row in result.tables[0].rows] == [[tree, 2] for tree in trees]
