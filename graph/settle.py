@@ -34,7 +34,7 @@ from langgraph.pregel import Pregel
 
 from agent_ng.nodes import LLM, TOOLS
 from agent_ng.nodes.history import not_completed, unanswered
-from agent_ng.persistence.threads import UnfinishedRunError, status_of
+from agent_ng.persistence.threads import refuse_if_waiting
 
 CANCELLED = "Error: cancelled: the run was stopped before this tool finished."
 SUPERSEDED = (
@@ -63,8 +63,8 @@ async def settle(
     """
     shown = shown or {}
     state = await graph.aget_state(config)
-    if refuse_waiting and status_of(state) == "interrupted":
-        raise UnfinishedRunError(config["configurable"]["thread_id"], "interrupted")
+    if refuse_waiting:
+        refuse_if_waiting(config["configurable"]["thread_id"], state)
     if not state.tasks:
         return []
     messages = state.values.get("messages", []) if state.values else []

@@ -141,6 +141,13 @@ def status_of(snapshot: StateSnapshot) -> ThreadStatus:
     return "pending" if snapshot.tasks else "idle"
 
 
+def refuse_if_waiting(thread_id: str, snapshot: StateSnapshot) -> None:
+    """``UnfinishedRunError`` when the thread's calls wait for approval: new input there would
+    supersede a person's pending decision (a thread stopped mid-way is settled instead)."""
+    if status_of(snapshot) == "interrupted":
+        raise UnfinishedRunError(thread_id, "interrupted")
+
+
 async def thread_status(graph: Pregel, thread_id: str) -> ThreadStatus:
     """Whether the thread is idle, waits for an approval, or stopped mid-way."""
     return status_of(await graph.aget_state(thread_config(thread_id)))

@@ -30,7 +30,7 @@ from langgraph.pregel import Pregel
 
 from agent_ng.graph.events import AgentEvent, Part, run_events
 from agent_ng.persistence.fencing import FencedError
-from agent_ng.persistence.threads import UnfinishedRunError, thread_status
+from agent_ng.persistence.threads import UnfinishedRunError, refuse_if_waiting, thread_config
 from agent_ng.persistence.unavailable import CheckpointUnavailableError
 from agent_ng.service.metrics import Metrics
 
@@ -52,9 +52,7 @@ class Runner:
     async def ready(self, thread_id: str) -> None:
         """Refuse a question on a thread whose calls wait for approval (``UnfinishedRunError``);
         a thread a crash left mid-step is settled by ``stream`` itself."""
-        status = await thread_status(self.graph, thread_id)
-        if status == "interrupted":
-            raise UnfinishedRunError(thread_id, status)
+        refuse_if_waiting(thread_id, await self.graph.aget_state(thread_config(thread_id)))
 
     @asynccontextmanager
     async def _turn(self, thread_id: str) -> AsyncIterator[None]:
